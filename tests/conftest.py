@@ -1,0 +1,31 @@
+"""Shared fixtures: real OTel SDK pipelines, a real mlflow server, the local Gemini emulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests._support.mlflow_server import MlflowServer
+
+# Tests never talk to a user's tracking server or a global collector.
+for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT",
+             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One real ``mlflow server`` (sqlite, --workers 1) shared by the whole session."""
+    server = MlflowServer(root=Path(tmp_path_factory.mktemp("mlflow_server"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def embedded_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The embedded default (``sqlite:///mlflow.db`` in the working directory), in a temp dir."""
+    monkeypatch.chdir(tmp_path)
+    return "sqlite:///mlflow.db"
