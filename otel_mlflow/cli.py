@@ -1,0 +1,226 @@
+"""The ``otel-mlflow`` console script.
+
+Commands::
+
+    otel-mlflow demo [--tracking-uri URI] [--experiment NAME]
+    otel-mlflow replay [--spool-dir DIR] [--tracking-uri URI]
+    otel-mlflow --version
+
+``demo`` runs a small LangChain app offline (see ``otel_mlflow._demo``) and prints the MLflow runs
+it wrote. ``replay`` writes the traces waiting in the on-disk spool to MLflow, with a progress bar
+(tqdm when it is installed, a plain stderr bar otherwise) and a summary.
+
+Exit codes: 0 success; 1 the command ran but something is left undone (demo runs missing,
+traces left in the spool); 2 bad usage (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+_BAR_WIDTH = 30
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("otel-mlflow")
+    except PackageNotFoundError:  # running from a source tree without install
+        return "0.0.0"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-mlflow",
+        description="LangChain runs as OpenTelemetry GenAI spans, written to MLflow.",
+    )
+    parser.add_argument("--version", action="version", version=f"otel-mlflow {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a small LangChain app offline and print the MLflow runs it wrote",
+        description=(
+            "Runs offline a prompt | chat model | parser chain, a tool-calling step and one "
+            "failing call, traced into MLflow. Uses the real ChatVertexAI client against the "
+            "built-in Gemini emulator when langchain-google-vertexai is installed, else a fake "
+            "chat model."
+        ),
+    )
+    demo.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)",
+    )
+    demo.add_argument(
+        "--experiment",
+        default=None,
+        help="experiment name (default: $MLFLOW_EXPERIMENT_NAME, else otel-mlflow-demo)",
+    )
+
+    replay = sub.add_parser(
+        "replay",
+        help="write the traces waiting in the on-disk spool to MLflow",
+        description="Replays spooled traces (written while MLflow was unreachable) into MLflow.",
+    )
+    replay.add_argument(
+        "--spool-dir",
+        default=None,
+        help="spool directory (default: $OTEL_MLFLOW_SPOOL_DIR, else the per-tracking-URI cache dir)",
+    )
+    replay.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)",
+    )
+    return parser
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+def _fmt_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from otel_mlflow import _demo
+
+    out.write("otel-mlflow demo: running a small LangChain app offline...\n")
+    report = _demo.run_demo(tracking_uri=args.tracking_uri, experiment_name=args.experiment)
+    out.write(f"model: {report.model_description}\n")
+    out.write(f"tracking URI: {report.tracking_uri}   experiment: {report.experiment_name}\n\n")
+    for step in report.steps:
+        outcome = "ok" if step.error is None else f"raised {step.error}"
+        out.write(f"  step {step.name}: {outcome}\n")
+    out.write(f"\n{len(report.runs)} MLflow run(s) written:\n")
+    for run in report.runs:
+        out.write(f"\n  {run.name}  [{run.status}]  run_id={run.run_id}\n")
+        shown = [(key, run.metrics[key]) for key in _demo.KEY_METRICS if key in run.metrics]
+        if shown:
+            out.write("    metrics:   " + ", ".join(f"{k}={_fmt_number(v)}" for k, v in shown) + "\n")
+        if run.artifacts:
+            out.write("    artifacts: " + ", ".join(run.artifacts) + "\n")
+    out.write("\n")
+    if report.missing:
+        out.write(
+            f"WARNING: {report.missing} trace(s) of the demo were not found as runs "
+            "(see the log above).\n"
+        )
+    if report.ui_command:
+        out.write(f"View them:  {report.ui_command}\n")
+        out.write("then open http://127.0.0.1:5000 (Experiments -> "
+                  f"{report.experiment_name}; the Traces tab shows the same spans).\n")
+    else:
+        out.write(f"View them in the MLflow UI at {report.tracking_uri}\n")
+    return 1 if report.missing or not report.runs else 0
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A progress bar on stderr: tqdm when installed, a one-line stdlib bar otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._bar: Any = None
+        self._drawn = False
+        self._started = time.monotonic()
+        self._tqdm: Callable[..., Any] | None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            self._tqdm = None
+        else:
+            self._tqdm = tqdm
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        done, total = _progress_args(args, kwargs)
+        if self._tqdm is not None:
+            if self._bar is None:
+                self._bar = self._tqdm(total=total, unit="trace", file=self._stream, desc="replay")
+            if total is not None and self._bar.total != total:
+                self._bar.total = total
+            self._bar.n = done
+            self._bar.refresh()
+            return
+        self._drawn = True
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        rate = done / elapsed
+        if total:
+            filled = int(_BAR_WIDTH * min(done, total) / total)
+            bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
+            line = f"\rreplay [{bar}] {done}/{total} traces ({rate:.1f}/s)"
+        else:
+            line = f"\rreplay {done} traces ({rate:.1f}/s)"
+        self._stream.write(line)
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def _progress_args(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[int, int | None]:
+    """Accept ``cb(done, total)``, ``cb(done=..., total=...)`` or ``cb(progress_object)``."""
+    if kwargs:
+        done = kwargs.get("done", kwargs.get("written", 0))
+        return int(done), kwargs.get("total")
+    if len(args) >= 2:
+        return int(args[0]), None if args[1] is None else int(args[1])
+    if len(args) == 1:
+        item = args[0]
+        done = getattr(item, "done", None)
+        if done is None:
+            done = getattr(item, "written", 0) + getattr(item, "failed", 0)
+        total = getattr(item, "total", None)
+        return int(done), None if total is None else int(total)
+    return 0, None
+
+
+def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from otel_mlflow import _spool
+
+    progress = _Progress(err)
+    try:
+        result = _spool.replay(
+            spool_dir=args.spool_dir, tracking_uri=args.tracking_uri, on_progress=progress
+        )
+    finally:
+        progress.close()
+    written = int(getattr(result, "written", 0))
+    failed = int(getattr(result, "failed", 0))
+    remaining = int(getattr(result, "remaining", 0))
+    out.write(
+        f"replay: {written} trace(s) written to MLflow, {failed} failed, "
+        f"{remaining} left in the spool\n"
+    )
+    if remaining or failed:
+        out.write("Run `otel-mlflow replay` again once MLflow is reachable.\n")
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``otel-mlflow`` console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return _cmd_demo(args, sys.stdout)
+    if args.command == "replay":
+        return _cmd_replay(args, sys.stdout, sys.stderr)
+    parser.print_help(sys.stdout)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m otel_mlflow.cli
+    sys.exit(main())
