@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="experiment name (default: $MLFLOW_EXPERIMENT_NAME, else otel-mlflow-demo)",
     )
+    demo.add_argument(
+        "--model",
+        choices=("auto", "vertexai", "fake"),
+        default="auto",
+        help=(
+            "chat model: auto (ChatVertexAI + the Gemini emulator when langchain-google-vertexai "
+            "is installed, else the fake model), vertexai, or fake"
+        ),
+    )
 
     replay = sub.add_parser(
         "replay",
@@ -92,7 +101,9 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from otel_mlflow import _demo
 
     out.write("otel-mlflow demo: running a small LangChain app offline...\n")
-    report = _demo.run_demo(tracking_uri=args.tracking_uri, experiment_name=args.experiment)
+    report = _demo.run_demo(
+        tracking_uri=args.tracking_uri, experiment_name=args.experiment, model=args.model
+    )
     out.write(f"model: {report.model_description}\n")
     out.write(f"tracking URI: {report.tracking_uri}   experiment: {report.experiment_name}\n\n")
     for step in report.steps:
