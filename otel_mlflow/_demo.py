@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -246,8 +247,13 @@ def _vertexai_model() -> Iterator[tuple[Any, Any]]:
     from otel_mlflow.testing.gemini_emulator import GeminiEmulator
 
     with GeminiEmulator() as emulator:
-        yield emulator.chat_model(model=MODEL_NAME, temperature=0.2, top_p=0.9, top_k=20,
-                                  max_tokens=256), emulator
+        # langchain-google-vertexai 3.2 flags ChatVertexAI as deprecated in favour of another
+        # package; the demo is about tracing the Vertex AI client, so the notice is only noise.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*ChatVertexAI.*deprecated")
+            model = emulator.chat_model(model=MODEL_NAME, temperature=0.2, top_p=0.9, top_k=20,
+                                        max_tokens=256)
+        yield model, emulator
 
 
 def _fake_model() -> Any:
@@ -264,13 +270,13 @@ class _Script:
 
     def text(self, text: str, usage: tuple[int, int, int]) -> None:
         if self._emulator is not None:
-            self._emulator.queue_text(text, usage=_usage_metadata(usage))
+            self._emulator.queue_text(text, usage=_usage(usage))
         else:
             self._model.queue_text(text, usage)
 
     def tool_call(self, name: str, args: dict[str, Any], usage: tuple[int, int, int]) -> None:
         if self._emulator is not None:
-            self._emulator.queue_function_call(name, args, usage=_usage_metadata(usage))
+            self._emulator.queue_function_call(name, args, usage=_usage(usage))
         else:
             self._model.queue_tool_call(name, args, usage)
 
@@ -281,13 +287,14 @@ class _Script:
             self._model.queue_error(FAIL_MESSAGE)
 
 
-def _usage_metadata(usage: tuple[int, int, int]) -> dict[str, int]:
+def _usage(usage: tuple[int, int, int]) -> Any:
+    """An emulator ``Usage``; a total above input + output is reported as thinking tokens."""
+    from otel_mlflow.testing.gemini_emulator import Usage
+
     prompt, candidates, total = usage
-    meta = {"promptTokenCount": prompt, "candidatesTokenCount": candidates,
-            "totalTokenCount": total}
-    if total > prompt + candidates:
-        meta["thoughtsTokenCount"] = total - prompt - candidates
-    return meta
+    thoughts = total - prompt - candidates
+    return Usage(prompt=prompt, candidates=candidates, total=total,
+                 thoughts=thoughts if thoughts > 0 else None)
 
 
 # --- the app -----------------------------------------------------------------------------------
