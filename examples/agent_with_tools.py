@@ -63,11 +63,12 @@ class ToolCallingFakeModel(GenericFakeChatModel):
 @contextmanager
 def scripted_model() -> Iterator[Any]:
     try:
-        from otel_mlflow.testing import GeminiEmulator
-        from otel_mlflow.testing.gemini_emulator import Usage
-    except ImportError:  # langchain-google-vertexai is not installed
-        GeminiEmulator = None  # noqa: N806
-    if GeminiEmulator is None:
+        import langchain_google_vertexai  # noqa: F401
+    except ImportError:
+        vertexai = False
+    else:
+        vertexai = True
+    if not vertexai:
         yield ToolCallingFakeModel(
             messages=iter(
                 [
@@ -81,6 +82,9 @@ def scripted_model() -> Iterator[Any]:
             )
         )
         return
+    from otel_mlflow.testing import GeminiEmulator
+    from otel_mlflow.testing.gemini_emulator import Usage
+
     with GeminiEmulator() as emulator:
         emulator.queue_function_call("get_weather", {"city": "Kyoto"},
                                      usage=Usage(prompt=120, candidates=9))
