@@ -1,0 +1,13 @@
+"""Test helpers shipped with otel_mlflow: a local Gemini REST emulator for offline runs."""
+
+from __future__ import annotations
+
+from otel_mlflow.testing.gemini_emulator import (
+    FunctionCall,
+    GeminiEmulator,
+    ReceivedRequest,
+    Reply,
+    Usage,
+)
+
+__all__ = ["FunctionCall", "GeminiEmulator", "ReceivedRequest", "Reply", "Usage"]
