@@ -332,21 +332,37 @@ class GeminiEmulator:
             self._requests.clear()
 
     # --- client -------------------------------------------------------------------------------
-    def chat_model(self, model: str = "gemini-2.0-flash", **kwargs: Any) -> ChatVertexAI:
+    def chat_model(self, model: str = "gemini-2.0-flash", *, async_transport: bool = False,
+                   **kwargs: Any) -> ChatVertexAI:
         """A real ``ChatVertexAI`` wired to this emulator (anonymous credentials, REST, no retry).
 
-        ``kwargs`` override or extend the constructor arguments.
+        ``async_transport=False`` (default): ``api_transport="rest"`` over ``requests``, for the
+        sync API (``invoke``, ``stream``, ``batch``). ``async_transport=True``:
+        ``api_transport="rest_asyncio"`` over ``aiohttp``, for ``ainvoke`` / ``astream`` /
+        ``abatch`` — with a custom endpoint, langchain-google-vertexai 3.2 builds its async client
+        on the transport named here, and the sync ``"rest"`` one cannot be awaited. The model
+        caches its async client, so use one async model per event loop. ``kwargs`` override or
+        extend the constructor arguments.
         """
-        from google.auth.credentials import AnonymousCredentials
         from langchain_google_vertexai import ChatVertexAI
 
+        if async_transport:
+            from google.auth.aio.credentials import AnonymousCredentials as AsyncAnonymous
+
+            credentials: Any = AsyncAnonymous()
+            transport = "rest_asyncio"
+        else:
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials = AnonymousCredentials()
+            transport = "rest"
         options: dict[str, Any] = {
             "model": model,
             "project": DEFAULT_PROJECT,
             "location": DEFAULT_LOCATION,
-            "credentials": AnonymousCredentials(),
+            "credentials": credentials,
             "api_endpoint": self.url,
-            "api_transport": "rest",
+            "api_transport": transport,
             "max_retries": 0,
         }
         options.update(kwargs)
@@ -354,6 +370,7 @@ class GeminiEmulator:
         # package; here the point is to run this very client, so the notice is only noise.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*ChatVertexAI.*deprecated")
+            warnings.filterwarnings("ignore", message=".*ChatGoogleGenerativeAI.*")
             return ChatVertexAI(**options)
 
     # --- request handling (server threads) ---------------------------------------------------
