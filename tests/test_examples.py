@@ -1,0 +1,137 @@
+"""Every script in ``examples/`` runs offline as written and writes the runs it promises.
+
+Each example runs in a subprocess with a temporary working directory, so its runs land in the
+embedded default store ``sqlite:///mlflow.db`` there; the test reads them back with
+``MlflowClient``. ``GOOGLE_CLOUD_PROJECT`` and the OTLP endpoint variables are removed, so the
+examples take their offline paths (the local Gemini emulator, a local OTLP receiver).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from otel_mlflow import _attributes as attrs
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "OTEL_TRACES_EXPORTER",
+                "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "GOOGLE_CLOUD_PROJECT", "OTEL_MLFLOW_SPOOL_DIR"):
+        env.pop(var, None)
+    env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def runs_of(cwd: Path, experiment_name: str) -> tuple[MlflowClient, list[Any]]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def artifact(client: MlflowClient, run_id: str, path: str, dst: Path) -> Any:
+    return json.loads(Path(client.download_artifacts(run_id, path, str(dst))).read_text("utf-8"))
+
+
+def rows(table: dict[str, Any]) -> list[dict[str, Any]]:
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+def iter_spans(tree: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(tree, list):
+        for item in tree:
+            yield from iter_spans(item)
+    elif isinstance(tree, dict):
+        if "span_id" in tree:
+            yield tree
+        for key in ("children", "spans", "roots", "root"):
+            if key in tree:
+                yield from iter_spans(tree[key])
+
+
+def test_gemini_vertexai(tmp_path: Path) -> None:
+    proc = run_example("gemini_vertexai.py", tmp_path)
+    assert "local Gemini emulator" in proc.stdout
+    client, runs = runs_of(tmp_path, "gemini-vertexai-example")
+    assert len(runs) == 2
+    streamed = [r for r in runs if "llm.ttft_ms" in r.data.metrics]
+    assert len(streamed) == 1  # the stream() call, and only it
+    for run in runs:
+        assert run.data.tags["otel_mlflow.status"] == "OK"
+        assert run.data.metrics["llm.calls"] == 1
+        assert run.data.metrics["tokens.input"] > 0
+        assert run.data.params[attrs.GEN_AI_REQUEST_TOP_K] == "10" or \
+            "10" in run.data.params.values()
+        table = rows(artifact(client, run.info.run_id, "llm_calls.json", tmp_path / run.info.run_id))
+        assert len(table) == 1
+        # The emulator echoes the prompt it received; the table shows it, formatted by LangChain.
+        assert "Answer in one sentence." in table[0]["input"]
+        assert "Echo:" in table[0]["output"]
+    japanese = rows(artifact(client, streamed[0].info.run_id, "llm_calls.json",
+                             tmp_path / "streamed"))
+    assert "大規模言語モデル" in japanese[0]["input"]
+
+
+def test_agent_with_tools(tmp_path: Path) -> None:
+    proc = run_example("agent_with_tools.py", tmp_path)
+    assert "69.8" in proc.stdout
+    client, runs = runs_of(tmp_path, "agent-with-tools-example")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.metrics["llm.calls"] == 3
+    assert run.data.metrics["tool.calls"] == 2
+    assert run.data.metrics["tokens.input"] == 120 + 160 + 190
+    spans = list(iter_spans(artifact(client, run.info.run_id, "span_tree.json", tmp_path / "t")))
+    names = [s["name"] for s in spans]
+    assert "invoke_agent weather_agent" in names
+    assert names.count("execute_tool get_weather") == 1
+    assert names.count("execute_tool celsius_to_fahrenheit") == 1
+    agent = next(s for s in spans if s["name"] == "invoke_agent weather_agent")
+    below = {s["name"] for s in iter_spans(agent.get("children", []))}
+    assert {"execute_tool get_weather", "execute_tool celsius_to_fahrenheit"} <= below
+    assert any(n.startswith("chat ") for n in below)
+
+
+def test_forward_otlp(tmp_path: Path) -> None:
+    proc = run_example("forward_otlp.py", tmp_path)
+    received = re.findall(r"OTLP receiver got: trace=([0-9a-f]{32}) span=([0-9a-f]{16}) (.+)",
+                          proc.stdout)
+    assert received, proc.stdout
+    client, runs = runs_of(tmp_path, "forward-otlp-example")
+    assert len(runs) == 1
+    run = runs[0]
+    assert {trace for trace, _, _ in received} == {run.data.tags["otel.trace_id"]}
+    tree = artifact(client, run.info.run_id, "span_tree.json", tmp_path / "t")
+    assert {span for _, span, _ in received} == {s["span_id"] for s in iter_spans(tree)}
+
+
+def test_seed_start_run(tmp_path: Path) -> None:
+    proc = run_example("seed_start_run.py", tmp_path)
+    client, runs = runs_of(tmp_path, "seed-start-run-example")
+    assert len(runs) == 1  # everything in the user's run, no run per trace
+    run = runs[0]
+    assert run.info.run_name == "seed-article-flow"
+    assert run.info.run_id in proc.stdout
+    assert run.info.status == "FINISHED"
+    table = rows(artifact(client, run.info.run_id, "llm_calls.json", tmp_path / "t"))
+    assert len(table) == 2  # the chain's model call and the direct call
+    assert "Write a slogan for a tea shop." in table[0]["input"]
+    assert "Translate 'good morning' to Japanese." in table[1]["input"]
+    history = client.get_metric_history(run.info.run_id, "llm.calls")
+    assert len(history) == 2  # one step per trace
