@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from otel_mlflow import _attributes as attrs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -76,8 +75,11 @@ def test_gemini_vertexai(tmp_path: Path) -> None:
         assert run.data.tags["otel_mlflow.status"] == "OK"
         assert run.data.metrics["llm.calls"] == 1
         assert run.data.metrics["tokens.input"] > 0
-        assert run.data.params[attrs.GEN_AI_REQUEST_TOP_K] == "10" or \
-            "10" in run.data.params.values()
+        # The seed's generation settings, as run params.
+        assert run.data.params["model"] == "gemini-2.5-flash"
+        assert run.data.params["top_k"] == "10"
+        assert float(run.data.params["top_p"]) == 0.8
+        assert int(run.data.params["max_tokens"]) == 1024
         table = rows(artifact(client, run.info.run_id, "llm_calls.json", tmp_path / run.info.run_id))
         assert len(table) == 1
         # The emulator echoes the prompt it received; the table shows it, formatted by LangChain.
