@@ -1,0 +1,452 @@
+"""Safe, bounded, redacting JSON for span attributes and artifacts.
+
+``Serializer.dumps(value)`` turns anything a LangChain app hands to a callback into JSON text, in
+one pass that also redacts secrets (``otel_mlflow._redact``). It never raises and always returns
+valid JSON (``json.loads`` round-trips it); non-ASCII text is kept readable (``ensure_ascii=False``).
+
+How values are converted, in priority order:
+
+1. secret keys and credentials objects -> ``"[REDACTED]"``; secret substrings inside strings are
+   replaced (see ``_redact``);
+2. ``str`` (lone surrogates / invalid code points replaced by U+FFFD; strings longer than
+   ``max_chars`` cut to a preview plus a marker; ``data:...;base64,`` URLs and long base64 blobs
+   summarised as ``{"otel_mlflow.omitted": "base64", "mime_type": ..., "original_chars": n}``),
+   ``bool``, ``int`` (beyond 64 bits -> string), ``float`` (NaN / inf -> ``"NaN"``,
+   ``"Infinity"``, ``"-Infinity"``), ``None``;
+3. mappings (keys through ``str()``; a key colliding after that gets a ``#n`` suffix), lists,
+   tuples, sets (as lists);
+4. ``bytes`` / ``bytearray`` / ``memoryview`` -> ``{"type": "bytes", "size": n}`` (never content);
+5. pydantic models (LangChain messages, Documents, generations...) -> their fields by attribute
+   access, empty values skipped (no ``model_dump`` / ``dumpd`` of whole object graphs);
+   dataclasses -> their fields; enums -> value; datetime / date / time -> ISO text; UUID, Decimal,
+   paths -> text; exceptions -> ``{"type", "message"}``; numpy scalars / small arrays -> numbers;
+6. anything else -> its ``repr`` (capped, redacted); a failing ``repr`` -> ``<ClassName>``.
+   Iterators and generators are never consumed (that would change the user's data).
+
+Limits: strings are capped at ``max_chars`` each; nesting deeper than ``max_depth`` becomes
+``"[otel_mlflow: max depth]"``; a container met again on its own path becomes
+``"[otel_mlflow: cycle]"``; containers longer than ``max_items`` keep the first items plus an
+``"[otel_mlflow: N more items]"`` entry. When the whole JSON text is longer than ``max_chars`` the
+result is ``{"otel_mlflow.truncated": true, "original_chars": N, "preview": "<start of the
+JSON text>"}`` (itself at most ``max_chars``; ``N`` is the size the full text would have had, an
+estimate when strings were already cut).
+
+``max_chars``: constructor argument > ``OTEL_MLFLOW_MAX_ATTRIBUTE_CHARS`` > 16384 (minimum 256).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import PurePath
+from typing import Any
+
+from otel_mlflow import _config
+from otel_mlflow._faults import report
+from otel_mlflow._redact import REDACTED, Redactor, default_redactor
+
+TRUNCATED_KEY = "otel_mlflow.truncated"
+OMITTED_KEY = "otel_mlflow.omitted"
+CYCLE_MARKER = "[otel_mlflow: cycle]"
+DEPTH_MARKER = "[otel_mlflow: max depth]"
+DEFAULT_MAX_CHARS = 16384
+MIN_MAX_CHARS = 256
+DEFAULT_MAX_DEPTH = 24
+DEFAULT_MAX_ITEMS = 1000
+_MAX_KEY_CHARS = 256
+_MAX_REPR_CHARS = 2048
+# Base64 payloads shorter than this are kept as they are (small icons, test fixtures).
+_BASE64_MIN_CHARS = 1024
+_BASE64_PREFIX_CHARS = 256
+_BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_")
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C, ensure_ascii=False
+_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":")
+)
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+
+
+def _clean_str(text: str) -> str:
+    """Replace lone surrogates (not encodable as UTF-8) by U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return text
+
+
+def _float(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _base64_summary(text: str) -> dict[str, Any] | None:
+    """A summary for a ``data:`` URL or a long base64 blob, or ``None`` for ordinary text."""
+    if len(text) < _BASE64_MIN_CHARS:
+        return None
+    if text.startswith("data:"):
+        head, sep, _ = text[:_BASE64_PREFIX_CHARS].partition(",")
+        if sep and head.endswith(";base64"):
+            return {OMITTED_KEY: "base64", "mime_type": head[5:-7] or None,
+                    "original_chars": len(text)}
+        return None
+    prefix = text[:_BASE64_PREFIX_CHARS]
+    # Encoded binary mixes cases and digits; a long run of one letter is not base64 data.
+    if (
+        _BASE64_ALPHABET.issuperset(prefix)
+        and any(c.isdigit() for c in prefix)
+        and not prefix.isupper()
+        and not prefix.islower()
+    ):
+        return {OMITTED_KEY: "base64", "mime_type": None, "original_chars": len(text)}
+    return None
+
+
+class _Walk:
+    """State of one conversion: the path (for cycles) and the characters cut from strings."""
+
+    __slots__ = ("path", "cut")
+
+    def __init__(self) -> None:
+        self.path: set[int] = set()
+        self.cut = 0
+
+
+_pydantic_fields_cache: dict[type, tuple[str, ...] | None] = {}
+
+
+def _model_field_names(cls: type) -> tuple[str, ...] | None:
+    """Field names of a pydantic v2 model class (cached), else ``None``."""
+    try:
+        return _pydantic_fields_cache[cls]
+    except KeyError:
+        pass
+    names: tuple[str, ...] | None = None
+    fields = getattr(cls, "__pydantic_fields__", None)
+    if isinstance(fields, dict):
+        names = tuple(fields)
+        # "type" first: it says what the rest is (LangChain messages and documents carry one).
+        if "type" in names:
+            names = ("type", *(n for n in names if n != "type"))
+    if len(_pydantic_fields_cache) > 4096:
+        _pydantic_fields_cache.clear()
+    _pydantic_fields_cache[cls] = names
+    return names
+
+
+class Serializer:
+    """Redacting, size-capped JSON for one attribute or artifact value (module docstring).
+
+    Thread-safe and reusable; build one per tracer / exporter. ``dumps`` and ``scalar`` never
+    raise: an internal fault is counted (``otel_mlflow._faults``) and yields a valid placeholder.
+    """
+
+    def __init__(
+        self,
+        max_chars: int | None = None,
+        redactor: Redactor | None = None,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_items: int = DEFAULT_MAX_ITEMS,
+    ) -> None:
+        if max_chars is None:
+            max_chars = _config.env_int(_config.MAX_ATTRIBUTE_CHARS, DEFAULT_MAX_CHARS)
+        self.max_chars = max(int(max_chars), MIN_MAX_CHARS)
+        self.redactor = redactor if redactor is not None else default_redactor()
+        # A cut string plus its marker still fits in one attribute.
+        self._string_cap = self.max_chars - 128
+        self.max_depth = max_depth
+        self.max_items = max_items
+        # Without a user hook, plain short strings need no per-value redaction call.
+        self._plain_str_ok = not self.redactor.has_mask
+
+    # --- public -----------------------------------------------------------------------------
+    def dumps(self, value: Any, key: str | None = None) -> str:
+        """JSON text for ``value`` (``key``: the name it was found under, for key redaction)."""
+        try:
+            if key is not None and self.redactor.is_secret_key(key):
+                return _encode_str(REDACTED)
+            # Fast path: the most common callback payload is a short plain string.
+            if type(value) is str and len(value) <= self.max_chars and self._plain_str_ok:
+                text = self.redactor.redact_text(_clean_str(value))
+                if len(text) < _BASE64_MIN_CHARS or _base64_summary(text) is None:
+                    out = _encode_str(text)
+                    if len(out) <= self.max_chars:
+                        return out
+            walk = _Walk()
+            data = self._convert(value, key, 0, walk)
+            out = _encoder.encode(data)
+            if len(out) <= self.max_chars:
+                return out
+            return self._truncated(out, len(out) + walk.cut)
+        except Exception as exc:  # noqa: BLE001 - never raise into the host app
+            report("serialize.dumps", exc)
+            return _encoder.encode({TRUNCATED_KEY: True, "error": type(exc).__name__})
+
+    def scalar(self, value: Any, key: str | None = None) -> str | int | float | bool:
+        """One attribute value: bool / int / float kept, str redacted and capped, else JSON."""
+        try:
+            if key is not None and self.redactor.is_secret_key(key):
+                return REDACTED
+            if isinstance(value, bool):
+                return self._masked(key, value)
+            if isinstance(value, int):
+                if _INT64_MIN <= value <= _INT64_MAX:
+                    return self._masked(key, int(value))
+                return self.dumps(value, key)
+            if isinstance(value, float):
+                return self._masked(key, float(value))
+            if isinstance(value, str):
+                text = self.redactor.redact_text(_clean_str(value))
+                if len(text) > self.max_chars:
+                    suffix = f"...[otel_mlflow.truncated original_chars={len(value)}]"
+                    text = text[: self.max_chars - len(suffix)] + suffix
+                return self._masked(key, text)
+            return self.dumps(value, key)
+        except Exception as exc:  # noqa: BLE001 - never raise into the host app
+            report("serialize.scalar", exc)
+            return f"<{type(value).__name__}>"
+
+    # --- internals --------------------------------------------------------------------------
+    def _masked(self, key: str | None, value: Any) -> str | int | float | bool:
+        if not self.redactor.has_mask:
+            return value  # type: ignore[no-any-return]
+        masked = self.redactor.apply_mask(key, value)
+        if isinstance(masked, (str, bool, int, float)):
+            return masked
+        return self.dumps(masked)
+
+    def _truncated(self, text: str, original_chars: int) -> str:
+        """The truncation marker with as much of ``text`` as fits in ``max_chars``."""
+        shell = _encoder.encode({TRUNCATED_KEY: True, "original_chars": original_chars,
+                                 "preview": ""})
+        room = self.max_chars - len(shell)
+        take = room
+        while take > 0:
+            preview = _encode_str(_clean_str(text[:take]))
+            if len(preview) - 2 <= room:
+                return _encoder.encode({TRUNCATED_KEY: True, "original_chars": original_chars,
+                                        "preview": json.loads(preview)})
+            # Escapes made it longer; shrink in proportion and try again.
+            take = max(0, min(take - 1, int(take * room / (len(preview) - 2)) - 1))
+        return shell
+
+    def _str(self, text: str, key: str | None, walk: _Walk) -> Any:
+        if len(text) >= _BASE64_MIN_CHARS:
+            summary = _base64_summary(text)
+            if summary is not None:
+                walk.cut += len(text)
+                return summary
+        if len(text) > self._string_cap:
+            # Redact a little beyond the cut so a secret straddling it is still recognised;
+            # only this window is copied, never the whole (possibly 10 MB) string.
+            cap = self._string_cap
+            window = self.redactor.redact_text(_clean_str(text[: cap + 512]))
+            walk.cut += len(text) - cap
+            preview = window[:cap]
+            if self.redactor.has_mask:
+                preview = self._leaf_mask(key, preview, walk)
+            return {TRUNCATED_KEY: True, "original_chars": len(text), "preview": preview}
+        text = self.redactor.redact_text(_clean_str(text))
+        if self.redactor.has_mask:
+            return self._leaf_mask(key, text, walk)
+        return text
+
+    def _leaf_mask(self, key: str | None, value: Any, walk: _Walk) -> Any:
+        masked = self.redactor.apply_mask(key, value)
+        if masked is value or isinstance(masked, (str, bool, int, float)) or masked is None:
+            if isinstance(masked, float):
+                return _float(masked)
+            return masked
+        # A hook returning a structure: convert it once, without calling the hook again.
+        return json.loads(Serializer(self.max_chars, Redactor(extra_keys=(), extra_patterns=()))
+                          .dumps(masked))
+
+    def _convert(self, value: Any, key: str | None, depth: int, walk: _Walk) -> Any:
+        cls = type(value)
+        if cls is str:
+            return self._str(value, key, walk)
+        if value is None or cls is bool:
+            return self._leaf_mask(key, value, walk) if self.redactor.has_mask else value
+        if cls is int:
+            out: Any = value if _INT64_MIN <= value <= _INT64_MAX else self._bigint(value)
+            return self._leaf_mask(key, out, walk) if self.redactor.has_mask else out
+        if cls is float:
+            return self._leaf_mask(key, _float(value), walk) if self.redactor.has_mask \
+                else _float(value)
+        if depth >= self.max_depth:
+            return DEPTH_MARKER
+        if cls is dict or isinstance(value, Mapping):
+            return self._mapping(value, depth, walk)
+        if cls is list or cls is tuple or isinstance(value, (list, tuple, set, frozenset)):
+            return self._sequence(value, key, depth, walk)
+        return self._object(value, key, depth, walk)
+
+    def _bigint(self, value: int) -> str:
+        try:
+            return str(value)
+        except ValueError:  # beyond the interpreter's int -> str digit limit
+            return f"<int of {value.bit_length()} bits>"
+
+    def _mapping(self, value: Mapping[Any, Any], depth: int, walk: _Walk) -> Any:
+        ident = id(value)
+        if ident in walk.path:
+            return CYCLE_MARKER
+        walk.path.add(ident)
+        try:
+            out: dict[str, Any] = {}
+            redactor = self.redactor
+            for index, (raw_key, item) in enumerate(value.items()):
+                if index >= self.max_items:
+                    out[f"otel_mlflow.more_items#{index}"] = (
+                        f"[otel_mlflow: {len(value) - index} more items]"
+                    )
+                    break
+                k = raw_key if type(raw_key) is str else self._key(raw_key)
+                if len(k) > _MAX_KEY_CHARS:
+                    k = k[:_MAX_KEY_CHARS]
+                if not k.isascii():
+                    k = _clean_str(k)
+                if k in out:
+                    k = f"{k}#{index}"
+                if redactor.is_secret_key(k):
+                    out[k] = REDACTED
+                else:
+                    out[k] = self._convert(item, k, depth + 1, walk)
+            return out
+        finally:
+            walk.path.discard(ident)
+
+    def _key(self, raw_key: Any) -> str:
+        if raw_key is None or isinstance(raw_key, (bool, int, float)):
+            return str(raw_key)
+        if isinstance(raw_key, enum.Enum):
+            return str(raw_key.value)
+        try:
+            text = str(raw_key)
+        except Exception:  # noqa: BLE001 - a key whose __str__ fails still needs a name
+            text = f"<{type(raw_key).__name__}>"
+        return self.redactor.redact_text(text)
+
+    def _sequence(self, value: Any, key: str | None, depth: int, walk: _Walk) -> Any:
+        ident = id(value)
+        if ident in walk.path:
+            return CYCLE_MARKER
+        walk.path.add(ident)
+        try:
+            out: list[Any] = []
+            for index, item in enumerate(value):
+                if index >= self.max_items:
+                    out.append(f"[otel_mlflow: {len(value) - index} more items]")
+                    break
+                out.append(self._convert(item, key, depth + 1, walk))
+            return out
+        finally:
+            walk.path.discard(ident)
+
+    def _object(self, value: Any, key: str | None, depth: int, walk: _Walk) -> Any:
+        redactor = self.redactor
+        if redactor.is_secret_object(value):
+            return REDACTED
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return {"type": "bytes", "size": value.nbytes if isinstance(value, memoryview)
+                    else len(value)}
+        if isinstance(value, str):  # str subclasses
+            return self._str(str.__str__(value), key, walk)
+        if isinstance(value, bool):
+            return bool(value)
+        if isinstance(value, int):
+            return self._convert(int(value), key, depth, walk)
+        if isinstance(value, float):
+            return self._convert(float(value), key, depth, walk)
+        if isinstance(value, enum.Enum):
+            return self._convert(value.value, key, depth + 1, walk)
+        cls = type(value)
+        names = _model_field_names(cls)
+        if names is not None:
+            return self._fields(value, names, depth, walk)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return self._fields(value, tuple(f.name for f in dataclasses.fields(value)),
+                                depth, walk, skip_empty=False)
+        if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+            return value.isoformat()
+        if isinstance(value, (uuid.UUID, PurePath)):
+            return str(value)
+        if isinstance(value, Decimal):
+            return _float(float(value)) if value.is_finite() else str(value)
+        if isinstance(value, BaseException):
+            return {"type": cls.__name__,
+                    "message": self._convert(self._safe_str(value), "message", depth + 1, walk)}
+        if cls.__module__ == "numpy":
+            return self._numpy(value, key, depth, walk)
+        return self._str(self._safe_repr(value), key, walk)
+
+    def _fields(self, value: Any, names: tuple[str, ...], depth: int, walk: _Walk,
+                skip_empty: bool = True) -> Any:
+        ident = id(value)
+        if ident in walk.path:
+            return CYCLE_MARKER
+        walk.path.add(ident)
+        try:
+            out: dict[str, Any] = {}
+            redactor = self.redactor
+            for name in names:
+                try:
+                    item = getattr(value, name)
+                except Exception:  # noqa: BLE001 - a field that cannot be read is skipped
+                    continue
+                if skip_empty and (item is None or (isinstance(item, (str, dict, list, tuple))
+                                                    and not item)):
+                    continue
+                if redactor.is_secret_key(name):
+                    out[name] = REDACTED
+                else:
+                    out[name] = self._convert(item, name, depth + 1, walk)
+            extra = getattr(value, "__pydantic_extra__", None)
+            if isinstance(extra, dict) and extra:
+                for name, item in extra.items():
+                    k = str(name)
+                    out[k] = REDACTED if redactor.is_secret_key(k) else self._convert(
+                        item, k, depth + 1, walk)
+            return out
+        finally:
+            walk.path.discard(ident)
+
+    def _numpy(self, value: Any, key: str | None, depth: int, walk: _Walk) -> Any:
+        size = getattr(value, "size", None)
+        if isinstance(size, int) and size <= self.max_items and hasattr(value, "tolist"):
+            return self._convert(value.tolist(), key, depth, walk)
+        return {"type": type(value).__name__, "shape": list(getattr(value, "shape", ()) or ()),
+                "dtype": str(getattr(value, "dtype", ""))}
+
+    @staticmethod
+    def _safe_str(value: Any) -> str:
+        try:
+            return str(value)
+        except Exception:  # noqa: BLE001
+            return f"<{type(value).__name__}>"
+
+    @staticmethod
+    def _safe_repr(value: Any) -> str:
+        try:
+            text = repr(value)
+        except Exception:  # noqa: BLE001 - a broken __repr__ must not break tracing
+            return f"<{type(value).__name__}>"
+        if not isinstance(text, str):
+            return f"<{type(value).__name__}>"
+        return text if len(text) <= _MAX_REPR_CHARS else text[:_MAX_REPR_CHARS] + "..."
