@@ -1,0 +1,261 @@
+"""MLflow's Traces view: ``log_trace`` on a real ``mlflow server`` and on the embedded sqlite store.
+
+The OTLP bytes come from real OTel SDK spans carrying the attributes otel_mlflow's tracer writes
+(built here directly so this file tests the Traces-view link on its own); the end-to-end test at
+the bottom drives a real LangChain chain through ``OtelTracer`` and ``MlflowSpanExporter`` and
+compares the Traces view with the run's ``span_tree.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode, set_span_in_context
+
+from otel_mlflow import _attributes as A
+from otel_mlflow._mlflow_trace_mapping import (
+    MLFLOW_CHAT_USAGE,
+    MLFLOW_SPAN_INPUTS,
+    MLFLOW_SPAN_TYPE,
+    ORIGINAL_PARENT_SPAN_ID,
+    prepare_for_mlflow,
+)
+from otel_mlflow._mlflow_traces import log_trace
+from tests._support.mlflow_server import MlflowServer
+
+QUESTION = "東京の天気は？"
+
+
+def make_trace(*, error: bool = False) -> tuple[list[ReadableSpan], bytes]:
+    """A LangChain-shaped trace: workflow root > chat + tool + retrieval, as the tracer emits it."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "traces-view-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    root = tracer.start_span(
+        "invoke_workflow RunnableSequence",
+        attributes={
+            A.ROOT: True,
+            A.GEN_AI_OPERATION_NAME: A.OP_INVOKE_WORKFLOW,
+            A.LC_RUN_TYPE: A.RUN_CHAIN,
+            A.INPUT: json.dumps({"question": QUESTION}, ensure_ascii=False),
+            A.OUTPUT: json.dumps("晴れ", ensure_ascii=False),
+        },
+    )
+    ctx = set_span_in_context(root)
+    chat = tracer.start_span(
+        "chat gemini-2.5-flash",
+        context=ctx,
+        attributes={
+            A.GEN_AI_OPERATION_NAME: A.OP_CHAT,
+            A.LC_RUN_TYPE: A.RUN_CHAT_MODEL,
+            A.GEN_AI_PROVIDER_NAME: A.PROVIDER_GCP_VERTEX_AI,
+            A.GEN_AI_REQUEST_MODEL: "gemini-2.5-flash",
+            A.GEN_AI_USAGE_INPUT_TOKENS: 11,
+            A.GEN_AI_USAGE_OUTPUT_TOKENS: 5,
+            A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 2,
+            A.USAGE_TOTAL_TOKENS: 23,  # Gemini's total includes 7 thinking tokens
+            A.GEN_AI_INPUT_MESSAGES: json.dumps(
+                [{"role": "user", "parts": [{"type": "text", "content": QUESTION}]}],
+                ensure_ascii=False,
+            ),
+            A.GEN_AI_OUTPUT_MESSAGES: json.dumps(
+                [{"role": "assistant", "parts": [{"type": "text", "content": "晴れ"}],
+                  "finish_reason": "stop"}],
+                ensure_ascii=False,
+            ),
+        },
+    )
+    if error:
+        chat.set_status(Status(StatusCode.ERROR, "boom"))
+        chat.set_attribute(A.ERROR_TYPE, "RuntimeError")
+    chat.end()
+    tool = tracer.start_span(
+        "execute_tool get_weather",
+        context=ctx,
+        attributes={
+            A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_TOOL,
+            A.LC_RUN_TYPE: A.RUN_TOOL,
+            A.GEN_AI_TOOL_NAME: "get_weather",
+            A.INPUT: json.dumps({"city": "東京"}, ensure_ascii=False),
+            A.OUTPUT: json.dumps("sunny"),
+        },
+    )
+    tool.end()
+    retrieval = tracer.start_span(
+        "retrieval",
+        context=ctx,
+        attributes={A.GEN_AI_OPERATION_NAME: A.OP_RETRIEVAL, A.LC_RUN_TYPE: A.RUN_RETRIEVER},
+    )
+    retrieval.end()
+    if error:
+        root.set_status(Status(StatusCode.ERROR, "boom"))
+    root.end()
+    spans = list(memory.get_finished_spans())
+    provider.shutdown()
+    return spans, encode_spans(spans).SerializeToString()
+
+
+def span_ids(spans: Sequence[ReadableSpan]) -> set[str]:
+    return {format(s.context.span_id, "016x") for s in spans}
+
+
+def trace_hex(spans: Sequence[ReadableSpan]) -> str:
+    return format(spans[0].context.trace_id, "032x")
+
+
+# --- pure mapping -----------------------------------------------------------------------------
+
+
+def _attrs_by_name(request: ExportTraceServiceRequest) -> dict[str, dict[str, object]]:
+    from google.protobuf.json_format import MessageToDict
+
+    out: dict[str, dict[str, object]] = {}
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                out[span.name] = {
+                    kv.key: MessageToDict(kv.value) for kv in span.attributes
+                }
+    return out
+
+
+def test_mapping_adds_span_types_inputs_and_reported_usage() -> None:
+    spans, otlp = make_trace()
+    payload = prepare_for_mlflow(otlp)
+    assert payload.otel_trace_ids == (trace_hex(spans),)
+    assert payload.mlflow_trace_ids == ("tr-" + trace_hex(spans),)
+    assert payload.span_count == 4
+    attrs = _attrs_by_name(payload.request)
+    assert attrs["invoke_workflow RunnableSequence"][MLFLOW_SPAN_TYPE] == {"stringValue": "CHAIN"}
+    assert attrs["chat gemini-2.5-flash"][MLFLOW_SPAN_TYPE] == {"stringValue": "CHAT_MODEL"}
+    assert attrs["execute_tool get_weather"][MLFLOW_SPAN_TYPE] == {"stringValue": "TOOL"}
+    assert attrs["retrieval"][MLFLOW_SPAN_TYPE] == {"stringValue": "RETRIEVER"}
+    root_inputs = attrs["invoke_workflow RunnableSequence"][MLFLOW_SPAN_INPUTS]
+    assert root_inputs == {
+        "kvlistValue": {"values": [{"key": "question", "value": {"stringValue": QUESTION}}]}
+    }
+    usage = attrs["chat gemini-2.5-flash"][MLFLOW_CHAT_USAGE]["kvlistValue"]["values"]
+    assert {kv["key"]: int(kv["value"]["intValue"]) for kv in usage} == {
+        "input_tokens": 11,
+        "output_tokens": 5,
+        "total_tokens": 23,
+        "cache_read_input_tokens": 2,
+    }
+    # No content attribute, no invented inputs.
+    assert MLFLOW_SPAN_INPUTS not in attrs["retrieval"]
+
+
+def test_mapping_keeps_ids_and_reroots_a_span_whose_parent_is_elsewhere() -> None:
+    spans, _ = make_trace()
+    children = [s for s in spans if s.parent is not None]
+    payload = prepare_for_mlflow(encode_spans(children).SerializeToString())
+    got = [s for rs in payload.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert {s.span_id.hex() for s in got} == span_ids(children)
+    for span in got:
+        assert span.parent_span_id == b""
+        kept = {kv.key: kv.value.string_value for kv in span.attributes}
+        assert kept[ORIGINAL_PARENT_SPAN_ID] == format(children[0].parent.span_id, "016x")
+
+
+@pytest.mark.parametrize("bad", [b"\x00\x01garbage\xff", ExportTraceServiceRequest().SerializeToString() + b"\x0a\x00"])
+def test_mapping_rejects_payloads_without_spans(bad: bytes) -> None:
+    with pytest.raises(ValueError):
+        prepare_for_mlflow(bad)
+
+
+# --- real stores ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server_client(mlflow_server: MlflowServer) -> MlflowClient:
+    return MlflowClient(mlflow_server.url)
+
+
+@pytest.fixture(params=["server", "embedded"])
+def client(request: pytest.FixtureRequest) -> Iterator[MlflowClient]:
+    if request.param == "server":
+        yield MlflowClient(request.getfixturevalue("mlflow_server").url)
+    else:
+        yield MlflowClient(request.getfixturevalue("embedded_tracking_uri"))
+
+
+def _new_run(client: MlflowClient, name: str) -> tuple[str, str]:
+    experiment_id = client.create_experiment(f"{name}-{mlflow.utils.time.get_current_time_millis()}")
+    run = client.create_run(experiment_id, run_name=name)
+    return experiment_id, run.info.run_id
+
+
+def test_trace_is_in_the_traces_view_linked_to_the_run(client: MlflowClient) -> None:
+    spans, otlp = make_trace()
+    experiment_id, run_id = _new_run(client, "linked")
+    log_trace(client, experiment_id, run_id, otlp)
+    log_trace(client, experiment_id, run_id, otlp)  # a replay must not duplicate anything
+
+    found = client.search_traces(locations=[experiment_id], run_id=run_id)
+    assert [t.info.trace_id for t in found] == ["tr-" + trace_hex(spans)]
+    assert len(client.search_traces(locations=[experiment_id])) == 1
+
+    trace = client.get_trace(found[0].info.trace_id)
+    assert trace.info.state.value == "OK"
+    assert QUESTION in (trace.info.request_preview or "")
+    assert "晴れ" in (trace.info.response_preview or "")
+    assert trace.info.token_usage == {"input_tokens": 11, "output_tokens": 5, "total_tokens": 23,
+                                      "cache_read_input_tokens": 2}
+    by_name = {s.name: s for s in trace.data.spans}
+    assert {s.span_id for s in trace.data.spans} == span_ids(spans)
+    assert len(trace.data.spans) == 4
+    assert by_name["invoke_workflow RunnableSequence"].span_type == "CHAIN"
+    assert by_name["invoke_workflow RunnableSequence"].inputs == {"question": QUESTION}
+    chat = by_name["chat gemini-2.5-flash"]
+    assert chat.span_type == "CHAT_MODEL"
+    assert chat.inputs[0]["parts"][0]["content"] == QUESTION
+    assert chat.outputs[0]["parts"][0]["content"] == "晴れ"
+    assert chat.parent_id == by_name["invoke_workflow RunnableSequence"].span_id
+    assert by_name["execute_tool get_weather"].span_type == "TOOL"
+    assert by_name["execute_tool get_weather"].inputs == {"city": "東京"}
+    assert by_name["retrieval"].span_type == "RETRIEVER"
+    # The original attributes stay, so nothing of the OTel span is lost in MLflow's copy.
+    assert chat.attributes[A.GEN_AI_PROVIDER_NAME] == A.PROVIDER_GCP_VERTEX_AI
+
+
+def test_error_trace_is_marked_error(client: MlflowClient) -> None:
+    spans, otlp = make_trace(error=True)
+    experiment_id, run_id = _new_run(client, "error")
+    log_trace(client, experiment_id, run_id, otlp)
+    (found,) = client.search_traces(locations=[experiment_id], run_id=run_id)
+    assert found.info.state.value == "ERROR"
+    chat = next(s for s in client.get_trace(found.info.trace_id).data.spans if s.name.startswith("chat"))
+    assert chat.status.status_code.value == "ERROR"
+
+
+def test_empty_payload_is_a_no_op(client: MlflowClient) -> None:
+    experiment_id, run_id = _new_run(client, "empty")
+    log_trace(client, experiment_id, run_id, b"")
+    assert client.search_traces(locations=[experiment_id]) == []
+
+
+def test_unknown_run_raises_so_the_caller_retries(client: MlflowClient) -> None:
+    _, otlp = make_trace()
+    experiment_id, _ = _new_run(client, "norun")
+    with pytest.raises(Exception):  # noqa: B017 - MlflowException or RestException, both retried
+        log_trace(client, experiment_id, "0" * 32, otlp)
+
+
+def test_unreachable_server_raises_without_retrying_inside() -> None:
+    from tests._support.mlflow_server import free_port
+
+    _, otlp = make_trace()
+    client = MlflowClient(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(Exception):  # noqa: B017 - connection errors surface as MlflowException
+        log_trace(client, "1", "0" * 32, otlp)
