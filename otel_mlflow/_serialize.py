@@ -208,7 +208,7 @@ class Serializer:
             if isinstance(value, int):
                 if _INT64_MIN <= value <= _INT64_MAX:
                     return self._masked(key, int(value))
-                return self.dumps(value, key)
+                return self._masked(key, self._bigint(value))
             if isinstance(value, float):
                 return self._masked(key, float(value))
             if isinstance(value, str):
