@@ -108,3 +108,5 @@ RUN_LLM = "llm"
 RUN_CHAT_MODEL = "chat_model"
 RUN_TOOL = "tool"
 RUN_RETRIEVER = "retriever"
+RUN_EVICTED_ERROR = "otel_mlflow.run_evicted"  # error.type for runs ended by the open-run cap
+GEN_AI_TOOL_TYPE_FUNCTION = "function"

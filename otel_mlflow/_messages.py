@@ -1,0 +1,181 @@
+"""LangChain messages and generations -> GenAI "parts" schema (pure, no I/O, no OTel).
+
+The shapes follow the GenAI semantic conventions for ``gen_ai.input.messages``,
+``gen_ai.output.messages`` and ``gen_ai.system_instructions``:
+
+- a message is ``{"role": ..., "parts": [...]}`` (output messages add ``"finish_reason"``);
+- parts: ``{"type": "text", "content": str}``,
+  ``{"type": "tool_call", "id", "name", "arguments"}``,
+  ``{"type": "tool_call_response", "id", "response"}``, ``{"type": "uri", "uri"}``,
+  ``{"type": "blob", "mime_type", "content"}`` (inline data, capped later by the serializer);
+- system messages are not input messages: their parts become ``gen_ai.system_instructions``.
+
+Role priority: the message ``type`` (``human`` -> user, ``ai`` -> assistant, ``system``,
+``tool``/``function`` -> tool), then a ``ChatMessage``'s own ``role``. Unknown content blocks are
+kept as they are (the serializer caps and redacts them); nothing here copies whole objects.
+Callers serialize the returned lists; these functions never raise on odd content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+Part = dict[str, Any]
+Message = dict[str, Any]
+
+_ROLE_BY_TYPE = {
+    "human": "user",
+    "HumanMessageChunk": "user",
+    "ai": "assistant",
+    "AIMessageChunk": "assistant",
+    "system": "system",
+    "SystemMessageChunk": "system",
+    "tool": "tool",
+    "ToolMessageChunk": "tool",
+    "function": "tool",
+    "FunctionMessageChunk": "tool",
+    "developer": "system",
+}
+
+
+def role_of(message: Any) -> str:
+    """GenAI role of a LangChain message (see the module docstring for the priority)."""
+    role = _ROLE_BY_TYPE.get(getattr(message, "type", ""))
+    if role is not None:
+        return role
+    own = getattr(message, "role", None)
+    if isinstance(own, str) and own:
+        return {"human": "user", "ai": "assistant"}.get(own, own)
+    return "user"
+
+
+def _block_part(block: Any) -> Part:
+    if isinstance(block, str):
+        return {"type": "text", "content": block}
+    if not isinstance(block, dict):
+        return {"type": "text", "content": str(block)}
+    kind = block.get("type")
+    if kind == "text" or (kind is None and "text" in block):
+        return {"type": "text", "content": block.get("text", "")}
+    if kind == "image_url":
+        url = block.get("image_url")
+        if isinstance(url, dict):
+            url = url.get("url")
+        return _uri_or_blob(url)
+    if kind in ("image", "file", "audio", "video"):
+        if "url" in block:
+            return {"type": "uri", "uri": block["url"], "modality": kind}
+        data = block.get("base64") or block.get("data")
+        if data is not None:
+            return {
+                "type": "blob",
+                "modality": kind,
+                "mime_type": block.get("mime_type"),
+                "content": data,
+            }
+    if kind in ("reasoning", "thinking"):
+        return {"type": "reasoning", "content": block.get("reasoning") or block.get("thinking")}
+    return block
+
+
+def _uri_or_blob(url: Any) -> Part:
+    if isinstance(url, str) and url.startswith("data:"):
+        head, _, data = url.partition(",")
+        mime = head[5:].split(";", 1)[0] or None
+        return {"type": "blob", "mime_type": mime, "content": data}
+    return {"type": "uri", "uri": url}
+
+
+def content_parts(content: Any) -> list[Part]:
+    """Parts of a message's ``content`` (a string or a list of content blocks)."""
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}] if content else []
+    if isinstance(content, list):
+        return [_block_part(block) for block in content]
+    if content is None:
+        return []
+    return [{"type": "text", "content": str(content)}]
+
+
+def message_parts(message: Any) -> list[Part]:
+    """All parts of one LangChain message: content, tool calls, tool results."""
+    mtype = getattr(message, "type", "")
+    if mtype in ("tool", "function", "ToolMessageChunk"):
+        return [
+            {
+                "type": "tool_call_response",
+                "id": getattr(message, "tool_call_id", None),
+                "response": message.content,
+            }
+        ]
+    parts = content_parts(getattr(message, "content", None))
+    tool_calls = getattr(message, "tool_calls", None)
+    if tool_calls:
+        for call in tool_calls:
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": call.get("name"),
+                    "arguments": call.get("args"),
+                }
+            )
+    return parts
+
+
+def chat_input(messages: Sequence[Any]) -> tuple[list[Message], list[Part]]:
+    """``(input messages, system instruction parts)`` of one chat model call."""
+    out: list[Message] = []
+    system: list[Part] = []
+    for message in messages:
+        role = role_of(message)
+        if role == "system":
+            system.extend(content_parts(getattr(message, "content", None)))
+            continue
+        entry: Message = {"role": role, "parts": message_parts(message)}
+        name = getattr(message, "name", None)
+        if name:
+            entry["name"] = name
+        out.append(entry)
+    return out, system
+
+
+def prompt_input(prompts: Iterable[str]) -> list[Message]:
+    """Input messages of a text-completion call (each prompt string is a user message)."""
+    return [{"role": "user", "parts": [{"type": "text", "content": p}]} for p in prompts]
+
+
+def generation_finish_reason(generation: Any) -> str | None:
+    """Finish reason of one generation: message response_metadata, then generation_info."""
+    message = getattr(generation, "message", None)
+    if message is not None:
+        meta = getattr(message, "response_metadata", None)
+        if meta:
+            reason = meta.get("finish_reason") or meta.get("stop_reason")
+            if reason is not None:
+                return str(reason)
+    info = getattr(generation, "generation_info", None)
+    if info:
+        reason = info.get("finish_reason") or info.get("stop_reason")
+        if reason is not None:
+            return str(reason)
+    return None
+
+
+def output_messages(generations: Sequence[Any]) -> list[Message]:
+    """Output messages of one call: one assistant message per generation (choice)."""
+    out: list[Message] = []
+    for generation in generations:
+        message = getattr(generation, "message", None)
+        if message is not None:
+            parts = message_parts(message)
+        else:
+            text = getattr(generation, "text", "")
+            parts = [{"type": "text", "content": text}] if text else []
+        entry: Message = {"role": "assistant", "parts": parts}
+        reason = generation_finish_reason(generation)
+        if reason is not None:
+            entry["finish_reason"] = reason
+        out.append(entry)
+    return out

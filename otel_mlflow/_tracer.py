@@ -1,0 +1,630 @@
+"""``OtelTracer``: a LangChain callback handler that emits one OpenTelemetry span per run.
+
+Usage::
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from otel_mlflow._tracer import OtelTracer
+
+    tracer = OtelTracer(TracerProvider(...))
+    chain.invoke(inputs, config={"callbacks": [tracer]})
+
+Design (why it looks like this):
+
+- A plain ``BaseCallbackHandler`` with ``run_inline = True``, not ``BaseTracer``: no ``Run``
+  objects, no ``dumpd`` of inputs, no deep copies. LangChain calls it inline from sync and async
+  code (for async code on the event loop thread).
+- Parents come from ``parent_run_id`` through the run map, never from the ambient OTel context:
+  spans are created with ``tracer.start_span(..., context=set_span_in_context(parent))`` and never
+  made current, so ``batch``/``stream``/``astream`` nest correctly and nothing is left current in
+  the caller's thread. A root run's span is a child of the context current when it starts (for
+  example a web request span); otherwise it starts a new trace.
+- Run state is bounded: the run map is capped (``max_open_runs``; when full the oldest open run is
+  ended with ``error.type = otel_mlflow.run_evicted``) and runs open longer than
+  ``run_ttl_seconds`` are ended with ``error.type = otel_mlflow.run_timeout`` by a sweep that runs
+  on start events at most every ``_SWEEP_INTERVAL`` seconds (no extra thread).
+- Every callback body is wrapped: a fault is reported through ``otel_mlflow._faults`` and never
+  reaches LangChain or the app.
+- Content (messages, inputs/outputs, tool arguments/results, metadata values, error messages) is
+  captured by default and serialized once through ``Serializer`` (redaction + size cap).
+
+Configuration, each resolved once here (argument > environment variable > default):
+
+- ``capture_content``: ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` > True
+- ``max_attribute_chars``: ``OTEL_MLFLOW_MAX_ATTRIBUTE_CHARS`` > 16384 (per JSON attribute)
+- ``run_ttl_seconds``: ``OTEL_MLFLOW_RUN_TTL_SECONDS`` > 600
+- ``max_open_runs``: ``OTEL_MLFLOW_MAX_OPEN_RUNS`` > 10000
+- ``redact_keys`` / ``redact_patterns``: ``OTEL_MLFLOW_REDACT_KEYS`` / ``OTEL_MLFLOW_REDACT_PATTERNS``
+- ``mask``: a ``mask(key, value) -> value`` hook applied to every captured leaf value.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import set_span_in_context
+
+from otel_mlflow import _attributes as A
+from otel_mlflow import _config
+from otel_mlflow import _mapping as M
+from otel_mlflow import _messages as MSG
+from otel_mlflow._faults import report
+from otel_mlflow._redact import Redactor
+from otel_mlflow._serialize import Serializer
+
+DEFAULT_RUN_TTL_SECONDS = 600.0
+DEFAULT_MAX_OPEN_RUNS = 10_000
+_SWEEP_INTERVAL_NS = 5_000_000_000
+_TRACER_NAME = "otel_mlflow"
+try:
+    _VERSION = version("otel-mlflow")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    _VERSION = "0.0.0"
+
+# LangGraph raises these for control flow (interrupts, handing a command to the parent graph):
+# they end the run but are not failures.
+_CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"})
+
+
+class _Run:
+    """State of one open LangChain run (``span`` is None for a skipped run)."""
+
+    __slots__ = ("span", "anchor", "ctx", "start_ns", "first_token_ns", "run_type", "meta")
+
+    def __init__(
+        self,
+        span: Span | None,
+        anchor: Span | None,
+        ctx: Context | None,
+        start_ns: int,
+        run_type: str,
+        meta: dict[str, Any] | None,
+    ) -> None:
+        self.span = span
+        # The span children attach to: this run's own, or the nearest kept ancestor's.
+        self.anchor = anchor
+        self.ctx = ctx
+        self.start_ns = start_ns
+        self.first_token_ns = 0
+        self.run_type = run_type
+        self.meta = meta
+
+
+class OtelTracer(BaseCallbackHandler):
+    """LangChain callback handler emitting OpenTelemetry GenAI spans (see the module docstring)."""
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        capture_content: bool | None = None,
+        max_attribute_chars: int | None = None,
+        run_ttl_seconds: float | None = None,
+        max_open_runs: int | None = None,
+        redact_keys: Iterable[str] | None = None,
+        redact_patterns: Iterable[str] | None = None,
+        mask: Callable[[str | None, Any], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        provider = tracer_provider or trace_api.get_tracer_provider()
+        self._tracer = provider.get_tracer(_TRACER_NAME, _VERSION)
+        self.capture_content = (
+            capture_content
+            if capture_content is not None
+            else _config.env_bool(_config.CAPTURE_MESSAGE_CONTENT, True)
+        )
+        ttl = (
+            run_ttl_seconds
+            if run_ttl_seconds is not None
+            else _config.env_float(_config.RUN_TTL_SECONDS, DEFAULT_RUN_TTL_SECONDS)
+        )
+        self.run_ttl_seconds = float(ttl)
+        self._ttl_ns = int(self.run_ttl_seconds * 1e9)
+        self._sweep_interval_ns = min(_SWEEP_INTERVAL_NS, max(self._ttl_ns // 4, 1))
+        cap = (
+            max_open_runs
+            if max_open_runs is not None
+            else _config.env_int(_config.MAX_OPEN_RUNS, DEFAULT_MAX_OPEN_RUNS)
+        )
+        self.max_open_runs = max(int(cap), 1)
+        redactor = Redactor(
+            extra_keys=redact_keys, extra_patterns=redact_patterns, mask=mask
+        )
+        self._ser = Serializer(max_attribute_chars, redactor)
+        self._runs: dict[UUID, _Run] = {}
+        self._lock = threading.Lock()
+        self._next_sweep_ns = 0
+
+    # --- public ---------------------------------------------------------------------------
+    def span_for_run(self, run_id: UUID) -> Span | None:
+        """The span of an open run (for a skipped run, its nearest kept ancestor's), or None."""
+        run = self._runs.get(run_id)
+        return run.anchor if run is not None else None
+
+    @property
+    def open_runs(self) -> int:
+        """How many LangChain runs are open (started, not yet ended)."""
+        return len(self._runs)
+
+    # --- run map --------------------------------------------------------------------------
+    def _parent(self, parent_run_id: UUID | None) -> tuple[Context | None, _Run | None]:
+        """Parent context of a new span: the parent run's anchor, else the ambient context."""
+        if parent_run_id is None:
+            return None, None
+        parent = self._runs.get(parent_run_id)
+        if parent is None or parent.anchor is None:
+            return None, None
+        ctx = parent.ctx
+        if ctx is None:
+            ctx = parent.ctx = set_span_in_context(parent.anchor)
+        return ctx, parent
+
+    def _open(
+        self,
+        run_id: UUID,
+        name: str,
+        kind: SpanKind,
+        attrs: dict[str, Any],
+        ctx: Context | None,
+        now: int,
+        run_type: str,
+        meta: dict[str, Any] | None,
+    ) -> None:
+        span = self._tracer.start_span(
+            name, context=ctx, kind=kind, attributes=attrs, start_time=now,
+            record_exception=False, set_status_on_exception=False,
+        )
+        run = _Run(span, span, None, now, run_type, meta)
+        evicted: list[_Run] = []
+        with self._lock:
+            self._runs[run_id] = run
+            if len(self._runs) > self.max_open_runs:
+                oldest = next(iter(self._runs))
+                evicted.append(self._runs.pop(oldest))
+            if now >= self._next_sweep_ns:
+                self._next_sweep_ns = now + self._sweep_interval_ns
+                limit = now - self._ttl_ns
+                expired = []
+                for key, open_run in self._runs.items():
+                    if open_run.start_ns > limit:
+                        break
+                    expired.append(key)
+                timed_out = [self._runs.pop(key) for key in expired]
+            else:
+                timed_out = []
+        for old in evicted:
+            self._abandon(old, A.RUN_EVICTED_ERROR, now)
+        for old in timed_out:
+            self._abandon(old, A.RUN_TIMEOUT_ERROR, now)
+
+    def _abandon(self, run: _Run, error_type: str, now: int) -> None:
+        if run.span is None:
+            return
+        report(
+            "tracer." + error_type.rsplit(".", 1)[-1],
+            message=f"LangChain run ended by otel_mlflow ({error_type}); open runs capped at "
+            f"{self.max_open_runs}, TTL {self.run_ttl_seconds:g}s",
+        )
+        run.span.set_attribute(A.ERROR_TYPE, error_type)
+        run.span.set_status(Status(StatusCode.ERROR, error_type))
+        run.span.end(end_time=now)
+
+    def _skip(self, run_id: UUID, parent: _Run | None, ctx: Context | None, now: int,
+              run_type: str) -> None:
+        anchor = parent.anchor if parent is not None else None
+        with self._lock:
+            self._runs[run_id] = _Run(None, anchor, ctx, now, run_type, parent.meta if parent else None)
+
+    def _close(self, run_id: UUID) -> _Run | None:
+        with self._lock:
+            return self._runs.pop(run_id, None)
+
+    # --- shared attribute helpers ---------------------------------------------------------
+    def _base_attrs(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        run_type: str,
+        name: str,
+        tags: Sequence[str] | None,
+        metadata: Mapping[str, Any] | None,
+        parent: _Run | None,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        attrs: dict[str, Any] = {
+            A.LC_RUN_ID: str(run_id),
+            A.LC_RUN_TYPE: run_type,
+            A.LC_NAME: name,
+        }
+        if parent_run_id is not None:
+            attrs[A.LC_PARENT_RUN_ID] = str(parent_run_id)
+        if parent is None:
+            attrs[A.ROOT] = True
+            self._active_mlflow_run(attrs)
+        kept_tags = M.user_tags(tags)
+        if kept_tags:
+            attrs[A.LC_TAGS] = kept_tags
+        meta = None
+        if metadata:
+            conversation = M.conversation_id(metadata)
+            if conversation is not None:
+                attrs[A.GEN_AI_CONVERSATION_ID] = conversation
+            meta = M.user_metadata(metadata)
+            # Inherited metadata repeats on every child; write it where it changes (and on roots).
+            if meta and self.capture_content and (parent is None or meta != parent.meta):
+                attrs[A.LC_METADATA] = self._ser.dumps(meta)
+        return attrs, meta
+
+    @staticmethod
+    def _active_mlflow_run(attrs: dict[str, Any]) -> None:
+        # Only an already imported mlflow can have an active run; never import it here.
+        mlflow = sys.modules.get("mlflow")
+        if mlflow is None:
+            return
+        active = mlflow.active_run()
+        if active is not None:
+            attrs[A.MLFLOW_RUN_ID] = active.info.run_id
+            attrs[A.MLFLOW_EXPERIMENT_ID] = active.info.experiment_id
+
+    def _fail(self, run_id: UUID, error: BaseException) -> None:
+        now = time.time_ns()
+        run = self._close(run_id)
+        if run is None or run.span is None:
+            return
+        span = run.span
+        etype = type(error).__name__
+        if etype in _CONTROL_FLOW_ERRORS:
+            span.add_event("otel_mlflow.control_flow", {"exception.type": etype}, now)
+            span.end(end_time=now)
+            return
+        attrs: dict[str, Any] = {A.ERROR_TYPE: etype}
+        event: dict[str, Any] = {"exception.type": etype}
+        description = None
+        if self.capture_content:
+            message = self._ser.scalar(str(error))
+            attrs[A.ERROR_MESSAGE] = message
+            event["exception.message"] = message
+            event["exception.stacktrace"] = self._ser.scalar(
+                "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            )
+            description = f"{etype}: {message}"
+        span.set_attributes(attrs)
+        span.add_event("exception", event, now)
+        span.set_status(Status(StatusCode.ERROR, description))
+        span.end(end_time=now)
+
+    # --- chains ---------------------------------------------------------------------------
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            now = time.time_ns()
+            ctx, parent = self._parent(parent_run_id)
+            name = M.run_name(serialized, kwargs, "chain")
+            cls = M.classify_chain(name, metadata, tags, parent_run_id is None)
+            if cls.skip:
+                self._skip(run_id, parent, ctx, now, A.RUN_CHAIN)
+                return
+            attrs, meta = self._base_attrs(
+                run_id, parent_run_id, A.RUN_CHAIN, name, tags, metadata, parent
+            )
+            if cls.operation is not None:
+                attrs[A.GEN_AI_OPERATION_NAME] = cls.operation
+                if cls.agent_name is not None:
+                    attrs[A.GEN_AI_AGENT_NAME] = cls.agent_name
+            if self.capture_content:
+                attrs[A.INPUT] = self._ser.dumps(inputs)
+            self._open(run_id, cls.span_name, cls.kind, attrs, ctx, now, A.RUN_CHAIN, meta)
+        except Exception as exc:  # noqa: BLE001 - never raise into LangChain
+            report("tracer.on_chain_start", exc)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            now = time.time_ns()
+            run = self._close(run_id)
+            if run is None or run.span is None:
+                return
+            if self.capture_content:
+                run.span.set_attribute(A.OUTPUT, self._ser.dumps(outputs))
+            run.span.end(end_time=now)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_chain_end", exc)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            self._fail(run_id, error)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_chain_error", exc)
+
+    # --- LLMs -----------------------------------------------------------------------------
+    def _llm_start(
+        self,
+        operation: str,
+        run_type: str,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        serialized: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, Context | None, int, str | None]:
+        """Common start of an LLM span: ``(attrs, metadata, parent context, start ns, model)``."""
+        now = time.time_ns()
+        ctx, parent = self._parent(parent_run_id)
+        name = M.run_name(serialized, kwargs, run_type)
+        attrs, meta = self._base_attrs(run_id, parent_run_id, run_type, name, tags, metadata, parent)
+        attrs[A.GEN_AI_OPERATION_NAME] = operation
+        provider = M.provider_name(metadata)
+        if provider is not None:
+            attrs[A.GEN_AI_PROVIDER_NAME] = provider
+        model = M.request_attributes(kwargs.get("invocation_params"), metadata, attrs)
+        return attrs, meta, ctx, now, model
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            attrs, meta, ctx, now, model = self._llm_start(
+                A.OP_CHAT, A.RUN_CHAT_MODEL, run_id, parent_run_id, tags, metadata, serialized,
+                kwargs,
+            )
+            if self.capture_content and messages:
+                inputs, system = MSG.chat_input(messages[0])
+                attrs[A.GEN_AI_INPUT_MESSAGES] = self._ser.dumps(inputs)
+                if system:
+                    attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = self._ser.dumps(system)
+            self._open(run_id, M.llm_span(A.OP_CHAT, model), M.LLM_KIND, attrs, ctx, now,
+                       A.RUN_CHAT_MODEL, meta)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_chat_model_start", exc)
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            attrs, meta, ctx, now, model = self._llm_start(
+                A.OP_TEXT_COMPLETION, A.RUN_LLM, run_id, parent_run_id, tags, metadata,
+                serialized, kwargs,
+            )
+            if self.capture_content and prompts:
+                attrs[A.GEN_AI_INPUT_MESSAGES] = self._ser.dumps(MSG.prompt_input(prompts))
+            self._open(run_id, M.llm_span(A.OP_TEXT_COMPLETION, model), M.LLM_KIND, attrs, ctx,
+                       now, A.RUN_LLM, meta)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_llm_start", exc)
+
+    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+        # Hot path while streaming: one dict lookup, one clock read for the first token only.
+        run = self._runs.get(run_id)
+        if run is not None and not run.first_token_ns:
+            run.first_token_ns = time.time_ns()
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            now = time.time_ns()
+            run = self._close(run_id)
+            if run is None or run.span is None:
+                return
+            attrs: dict[str, Any] = {}
+            generations = M.response_attributes(response, attrs)
+            if run.first_token_ns:
+                attrs[A.STREAMED] = True
+                attrs[A.TTFT_MS] = (run.first_token_ns - run.start_ns) / 1e6
+                run.span.add_event(A.EVENT_FIRST_TOKEN, None, run.first_token_ns)
+            if self.capture_content and generations:
+                attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._ser.dumps(MSG.output_messages(generations))
+            run.span.set_attributes(attrs)
+            run.span.end(end_time=now)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_llm_end", exc)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            self._fail(run_id, error)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_llm_error", exc)
+
+    # --- tools ----------------------------------------------------------------------------
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            now = time.time_ns()
+            ctx, parent = self._parent(parent_run_id)
+            name = M.run_name(serialized, kwargs, "tool")
+            attrs, meta = self._base_attrs(
+                run_id, parent_run_id, A.RUN_TOOL, name, tags, metadata, parent
+            )
+            attrs[A.GEN_AI_OPERATION_NAME] = A.OP_EXECUTE_TOOL
+            attrs[A.GEN_AI_TOOL_NAME] = name
+            attrs[A.GEN_AI_TOOL_TYPE] = A.GEN_AI_TOOL_TYPE_FUNCTION
+            call_id = kwargs.get("tool_call_id")
+            if call_id:
+                attrs[A.GEN_AI_TOOL_CALL_ID] = str(call_id)
+            if serialized:
+                description = serialized.get("description")
+                if description:
+                    attrs[A.GEN_AI_TOOL_DESCRIPTION] = self._ser.scalar(description)
+            if self.capture_content:
+                text = self._ser.dumps(inputs if inputs is not None else input_str)
+                attrs[A.INPUT] = text
+                attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = text
+            self._open(run_id, "execute_tool " + name, M.TOOL_KIND, attrs, ctx, now,
+                       A.RUN_TOOL, meta)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_tool_start", exc)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            now = time.time_ns()
+            run = self._close(run_id)
+            if run is None or run.span is None:
+                return
+            if self.capture_content:
+                # A ToolMessage's content is the result the model sees.
+                value = getattr(output, "content", output) if getattr(output, "type", None) == "tool" \
+                    else output
+                text = self._ser.dumps(value)
+                run.span.set_attributes({A.OUTPUT: text, A.GEN_AI_TOOL_CALL_RESULT: text})
+            run.span.end(end_time=now)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_tool_end", exc)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            self._fail(run_id, error)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_tool_error", exc)
+
+    # --- retrievers -----------------------------------------------------------------------
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            now = time.time_ns()
+            ctx, parent = self._parent(parent_run_id)
+            name = M.run_name(serialized, kwargs, "retriever")
+            attrs, meta = self._base_attrs(
+                run_id, parent_run_id, A.RUN_RETRIEVER, name, tags, metadata, parent
+            )
+            attrs[A.GEN_AI_OPERATION_NAME] = A.OP_RETRIEVAL
+            attrs[A.GEN_AI_DATA_SOURCE_ID] = name
+            if self.capture_content:
+                attrs[A.INPUT] = self._ser.dumps(query)
+            self._open(run_id, "retrieval " + name, M.RETRIEVER_KIND, attrs, ctx, now,
+                       A.RUN_RETRIEVER, meta)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_retriever_start", exc)
+
+    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            now = time.time_ns()
+            run = self._close(run_id)
+            if run is None or run.span is None:
+                return
+            if self.capture_content:
+                docs = [
+                    {
+                        "page_content": getattr(d, "page_content", d),
+                        "metadata": getattr(d, "metadata", None),
+                    }
+                    for d in documents
+                ]
+                run.span.set_attribute(A.OUTPUT, self._ser.dumps(docs))
+            run.span.end(end_time=now)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_retriever_end", exc)
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            self._fail(run_id, error)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_retriever_error", exc)
+
+    # --- events ---------------------------------------------------------------------------
+    def _event(self, run_id: UUID, name: str, attrs: dict[str, Any]) -> None:
+        run = self._runs.get(run_id)
+        span = run.anchor if run is not None else None
+        if span is not None:
+            span.add_event(name, attrs, time.time_ns())
+
+    def on_agent_action(self, action: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            attrs: dict[str, Any] = {A.GEN_AI_TOOL_NAME: str(getattr(action, "tool", ""))}
+            if self.capture_content:
+                attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = self._ser.dumps(
+                    getattr(action, "tool_input", None)
+                )
+                log = getattr(action, "log", None)
+                if log:
+                    attrs["otel_mlflow.agent.log"] = self._ser.scalar(log)
+            call_id = getattr(action, "tool_call_id", None)
+            if call_id:
+                attrs[A.GEN_AI_TOOL_CALL_ID] = str(call_id)
+            self._event(run_id, A.EVENT_AGENT_ACTION, attrs)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_agent_action", exc)
+
+    def on_agent_finish(self, finish: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            attrs: dict[str, Any] = {}
+            if self.capture_content:
+                attrs[A.OUTPUT] = self._ser.dumps(getattr(finish, "return_values", None))
+                log = getattr(finish, "log", None)
+                if log:
+                    attrs["otel_mlflow.agent.log"] = self._ser.scalar(log)
+            self._event(run_id, A.EVENT_AGENT_FINISH, attrs)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_agent_finish", exc)
+
+    def on_retry(self, retry_state: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            attrs: dict[str, Any] = {}
+            attempt = getattr(retry_state, "attempt_number", None)
+            if isinstance(attempt, int):
+                attrs["otel_mlflow.retry.attempt"] = attempt
+            outcome = getattr(retry_state, "outcome", None)
+            if outcome is not None and getattr(outcome, "failed", False):
+                exc = outcome.exception()
+                attrs["exception.type"] = type(exc).__name__
+                if self.capture_content:
+                    attrs["exception.message"] = self._ser.scalar(str(exc))
+            self._event(run_id, A.EVENT_RETRY, attrs)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_retry", exc)
+
+    def on_text(self, text: str, **kwargs: Any) -> None:
+        """Ignored: verbose-mode text adds nothing the spans do not already hold."""
