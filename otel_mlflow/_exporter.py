@@ -1,0 +1,457 @@
+"""``MlflowSpanExporter``: an OpenTelemetry ``SpanExporter`` that writes each trace as an MLflow run.
+
+Usage::
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from otel_mlflow import MlflowSpanExporter, flush
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(MlflowSpanExporter()))
+    ...
+    provider.force_flush()  # spans from the SDK's queue into the exporter
+    flush()                 # the exporter's buffers into MLflow
+
+Or with no code: ``OTEL_TRACES_EXPORTER=mlflow`` (entry point ``mlflow``) under
+``opentelemetry-instrument``.
+
+How a trace flows: ``export()`` only appends the spans to a per-trace buffer under a lock and
+returns (no I/O, never raises). A background assembler thread turns complete traces into
+``TraceRecord``s (``otel_mlflow._records``) and hands them to ``Delivery`` (worker threads,
+retries, the on-disk spool), which calls ``MlflowWriter.write``.
+
+When a trace is complete, in priority order:
+
+1. a span without a parent or with a remote parent (the trace's local root) has ended, or a span
+   carrying ``otel_mlflow.root=True`` (a LangChain root run, possibly below a span of another
+   provider) has ended; then ``grace_seconds`` later, so children that end after their root
+   (streaming, callbacks on other threads) and spans still in another export batch arrive first;
+2. ``force_flush()`` / ``flush()`` / ``shutdown()`` write such traces at once, without the grace;
+3. a trace whose root has not ended ``trace_timeout_seconds`` after its first span arrived is
+   written as a partial run (tag ``otel_mlflow.partial=true``); so are open traces at
+   ``shutdown()`` and the OLDEST buffered trace when a new trace would exceed
+   ``max_buffered_traces`` (never dropped silently).
+
+Late spans (a span of a trace already written, e.g. a web request span that ends after the
+LangChain root it contains, or the rest of a trace written early as partial) are not written:
+they are counted in ``stats["late_spans"]`` and reported through ``fault_counts()`` under
+``exporter.late_spans`` with a rate-limited log line. Spans beyond ``max_spans_per_trace`` are
+counted in the run's ``otel_mlflow.dropped_spans`` tag.
+
+Traces whose LangChain root started under an active MLflow run (``otel_mlflow.mlflow.run_id``)
+are written into that run; the assembler batches the traces of one run (up to
+``_MAX_BATCH_TRACES``) into one write.
+
+Configuration (constructor argument > environment variable > default, resolved once here):
+
+- ``tracking_uri``: ``MLFLOW_TRACKING_URI``, default ``sqlite:///mlflow.db`` in the working dir.
+- ``experiment_name``: ``MLFLOW_EXPERIMENT_NAME``, default MLflow's "Default" experiment.
+- ``run_mode``: ``OTEL_MLFLOW_RUN_MODE``; ``trace`` (default: one run per trace, except traces
+  started under an active MLflow run, which go into it) or ``active`` (only traces started under
+  an active run are written; others are counted in ``stats["skipped"]``).
+- ``link_traces``: ``OTEL_MLFLOW_LINK_TRACES``, default on (MLflow Traces view, linked to the run).
+- ``grace_seconds``: ``OTEL_MLFLOW_GRACE_SECONDS``, default 1.0.
+- ``trace_timeout_seconds``: ``OTEL_MLFLOW_TRACE_TIMEOUT_SECONDS``, default 300.
+- ``max_buffered_traces``: ``OTEL_MLFLOW_MAX_BUFFERED_TRACES``, default 10,000.
+- ``max_spans_per_trace``: ``OTEL_MLFLOW_MAX_SPANS_PER_TRACE``, default 10,000.
+- ``workers``, ``spool_dir``, ``spool_max_bytes``, ``shutdown_timeout_seconds``,
+  ``retry_max_seconds``: ``OTEL_MLFLOW_WORKERS`` etc., passed to ``Delivery`` / ``Spool``.
+
+Flushing: the SDK never calls an exporter's ``force_flush``. ``BatchSpanProcessor.force_flush``
+(opentelemetry-sdk 1.45, ``_shared_internal.BatchProcessor.force_flush``) only exports the
+queued spans, and ``SimpleSpanProcessor.force_flush`` returns True without touching the exporter;
+so ``provider.force_flush()`` leaves our buffers and delivery queue as they are. Module-level
+``flush()`` first force-flushes the global SDK tracer provider, then drains every live exporter
+of this process. ``shutdown()`` (called by ``provider.shutdown()``, also at interpreter exit)
+drains within ``shutdown_timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from otel_mlflow import _config, _faults
+from otel_mlflow._records import (
+    TraceRecord,
+    build_record,
+    is_langchain_root,
+    is_trace_root,
+    merge_batch,
+)
+
+_logger = logging.getLogger(__name__)
+
+RUN_MODE_TRACE = "trace"
+RUN_MODE_ACTIVE = "active"
+_RUN_MODES = frozenset({RUN_MODE_TRACE, RUN_MODE_ACTIVE})
+
+DEFAULT_GRACE_SECONDS = 1.0
+DEFAULT_TRACE_TIMEOUT_SECONDS = 300.0
+DEFAULT_MAX_BUFFERED_TRACES = 10_000
+DEFAULT_MAX_SPANS_PER_TRACE = 10_000
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
+_MAX_BATCH_TRACES = 500
+_MAX_TICK_SECONDS = 0.25
+_MAX_DONE_IDS = 50_000
+
+_live: weakref.WeakSet[MlflowSpanExporter] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+@dataclass
+class _TraceBuffer:
+    first_seen: float
+    spans: list[ReadableSpan] = field(default_factory=list)
+    root_ended: float | None = None
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class _Ready:
+    spans: tuple[ReadableSpan, ...]
+    partial: bool
+    dropped: int
+
+
+class MlflowSpanExporter(SpanExporter):
+    """Buffers spans by trace and writes each finished trace to MLflow; see the module doc."""
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        experiment_name: str | None = None,
+        *,
+        run_mode: str | None = None,
+        link_traces: bool | None = None,
+        grace_seconds: float | None = None,
+        trace_timeout_seconds: float | None = None,
+        max_buffered_traces: int | None = None,
+        max_spans_per_trace: int | None = None,
+        workers: int | None = None,
+        spool_dir: str | None = None,
+        spool_max_bytes: int | None = None,
+        shutdown_timeout_seconds: float | None = None,
+        retry_max_seconds: float | None = None,
+        write: Callable[..., None] | None = None,
+    ) -> None:
+        """Resolve every setting once; cheap (no network: MLflow is reached from the workers).
+
+        ``write`` replaces ``MlflowWriter.write`` as the sink (another store, tests).
+        """
+        from otel_mlflow._delivery import (
+            DEFAULT_RETRY_MAX_SECONDS,
+            DEFAULT_WORKERS,
+            Delivery,
+        )
+        from otel_mlflow._mlflow_writer import (
+            MlflowWriter,
+            resolve_experiment_name,
+            resolve_tracking_uri,
+        )
+        from otel_mlflow._spool import Spool
+
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment_name = resolve_experiment_name(experiment_name)
+        mode = (run_mode or _config.env_str(_config.RUN_MODE) or RUN_MODE_TRACE).lower()
+        if mode not in _RUN_MODES:
+            _logger.warning("otel_mlflow: unknown run_mode %r; using %r", mode, RUN_MODE_TRACE)
+            mode = RUN_MODE_TRACE
+        self.run_mode = mode
+        self.link_traces = (
+            link_traces if link_traces is not None else _config.env_bool(_config.LINK_TRACES, True)
+        )
+        self.grace_seconds = max(0.0, _pick(grace_seconds, _config.env_float(
+            _config.GRACE_SECONDS, DEFAULT_GRACE_SECONDS)))
+        self.trace_timeout_seconds = max(0.0, _pick(trace_timeout_seconds, _config.env_float(
+            _config.TRACE_TIMEOUT_SECONDS, DEFAULT_TRACE_TIMEOUT_SECONDS)))
+        self.max_buffered_traces = max(1, int(_pick(max_buffered_traces, _config.env_int(
+            _config.MAX_BUFFERED_TRACES, DEFAULT_MAX_BUFFERED_TRACES))))
+        self.max_spans_per_trace = max(1, int(_pick(max_spans_per_trace, _config.env_int(
+            _config.MAX_SPANS_PER_TRACE, DEFAULT_MAX_SPANS_PER_TRACE))))
+        self.shutdown_timeout_seconds = max(0.0, _pick(shutdown_timeout_seconds, _config.env_float(
+            _config.SHUTDOWN_TIMEOUT_SECONDS, DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)))
+        n_workers = int(_pick(workers, _config.env_int(_config.WORKERS, DEFAULT_WORKERS)))
+        retry_max = _pick(retry_max_seconds, _config.env_float(
+            _config.RETRY_MAX_SECONDS, DEFAULT_RETRY_MAX_SECONDS))
+
+        self.writer = None
+        if write is None:
+            self.writer = MlflowWriter(self.tracking_uri, self.experiment_name, self.link_traces)
+            write = self.writer.write
+        spool = Spool(
+            spool_dir or _config.env_str(_config.SPOOL_DIR),
+            tracking_uri=self.tracking_uri,
+            max_bytes=spool_max_bytes,
+            experiment_name=self.experiment_name,
+            link_traces=self.link_traces,
+        )
+        self.delivery = Delivery(
+            write,
+            spool=spool,
+            workers=n_workers,
+            retry_max_seconds=retry_max,
+            shutdown_timeout_seconds=self.shutdown_timeout_seconds,
+        )
+        self.stats: dict[str, int] = {
+            "spans": 0, "traces": 0, "partial": 0, "late_spans": 0, "dropped_spans": 0,
+            "overflow": 0, "skipped": 0, "failed": 0,
+        }
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._buffers: OrderedDict[int, _TraceBuffer] = OrderedDict()
+        self._done: OrderedDict[int, None] = OrderedDict()
+        self._evicted: list[_Ready] = []
+        self._assembling = 0
+        self._idle = threading.Condition(threading.Lock())
+        self._shutdown = False
+        self._thread = threading.Thread(
+            target=self._assembler_main, name="otel_mlflow-assembler", daemon=True
+        )
+        self._thread.start()
+        with _live_lock:
+            _live.add(self)
+
+    # --- SpanExporter ----------------------------------------------------------------------
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Buffer the spans by trace; never blocks on I/O, never raises."""
+        try:
+            if self._shutdown:
+                return SpanExportResult.FAILURE
+            now = time.monotonic()
+            late = 0
+            wake = False
+            with self._lock:
+                for span in spans:
+                    trace_id = span.context.trace_id
+                    if trace_id in self._done:
+                        late += 1
+                        continue
+                    buf = self._buffers.get(trace_id)
+                    if buf is None:
+                        if len(self._buffers) >= self.max_buffered_traces:
+                            self._evict_oldest()
+                            wake = True
+                        buf = self._buffers[trace_id] = _TraceBuffer(first_seen=now)
+                    if len(buf.spans) >= self.max_spans_per_trace:
+                        buf.dropped += 1
+                        continue
+                    buf.spans.append(span)
+                    if is_trace_root(span) or is_langchain_root(span):
+                        buf.root_ended = now
+                        wake = wake or self.grace_seconds == 0
+                self.stats["spans"] += len(spans) - late
+                self.stats["late_spans"] += late
+                if wake:
+                    self._wake.notify()
+            if late:
+                _faults.report(
+                    "exporter.late_spans",
+                    message=f"{late} span(s) arrived after their trace was written; not written",
+                )
+            return SpanExportResult.SUCCESS
+        except Exception as exc:  # noqa: BLE001 - export() must never raise into the SDK
+            _faults.report("exporter.export", exc)
+            return SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Write every trace whose root has ended (no grace) and wait for delivery."""
+        try:
+            deadline = time.monotonic() + max(timeout_millis, 0) / 1000.0
+            self._assemble(self._take(now=None, include_open=False))
+            if not self._wait_assembled(deadline):
+                return False
+            return self.delivery.flush(max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # noqa: BLE001
+            _faults.report("exporter.force_flush", exc)
+            return False
+
+    def shutdown(self, timeout_millis: float | None = None) -> None:
+        """Write all buffered traces (open ones as partial) and drain delivery; idempotent."""
+        with self._lock:
+            if self._shutdown:
+                return
+            self._shutdown = True
+            self._wake.notify()
+        try:
+            timeout = (
+                self.shutdown_timeout_seconds if timeout_millis is None else timeout_millis / 1000
+            )
+            deadline = time.monotonic() + max(timeout, 0.0)
+            self._thread.join(max(0.0, min(5.0, deadline - time.monotonic())))
+            self._assemble(self._take(now=None, include_open=True))
+            self._wait_assembled(deadline)
+            self.delivery.shutdown(max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # noqa: BLE001
+            _faults.report("exporter.shutdown", exc)
+        finally:
+            with _live_lock:
+                _live.discard(self)
+
+    # --- buffering -------------------------------------------------------------------------
+    def buffered_traces(self) -> int:
+        with self._lock:
+            return len(self._buffers)
+
+    def _mark_done(self, trace_id: int) -> None:
+        self._done[trace_id] = None
+        while len(self._done) > _MAX_DONE_IDS:
+            self._done.popitem(last=False)
+
+    def _evict_oldest(self) -> None:
+        """Under the lock: the oldest buffered trace leaves early, written partial."""
+        trace_id, buf = self._buffers.popitem(last=False)
+        self._mark_done(trace_id)
+        self.stats["overflow"] += 1
+        self._evicted.append(_Ready(tuple(buf.spans), partial=buf.root_ended is None,
+                                    dropped=buf.dropped))
+        _faults.report(
+            "exporter.overflow",
+            message=f"more than {self.max_buffered_traces} traces buffered; oldest written early",
+        )
+
+    def _take(self, now: float | None, include_open: bool) -> list[_Ready]:
+        """Remove and return the traces due for writing.
+
+        ``now=None`` ignores the grace (flush/shutdown); ``include_open`` also takes traces whose
+        root has not ended (as partial).
+        """
+        ready: list[_Ready] = []
+        with self._lock:
+            ready.extend(self._evicted)
+            self._evicted.clear()
+            for trace_id, buf in list(self._buffers.items()):
+                if buf.root_ended is not None and (
+                    now is None or now - buf.root_ended >= self.grace_seconds
+                ):
+                    partial = False
+                elif include_open or (
+                    now is not None and now - buf.first_seen >= self.trace_timeout_seconds
+                ):
+                    partial = True
+                else:
+                    continue
+                del self._buffers[trace_id]
+                self._mark_done(trace_id)
+                ready.append(_Ready(tuple(buf.spans), partial, buf.dropped))
+            if ready:
+                with self._idle:
+                    self._assembling += 1
+        return ready
+
+    def _next_due(self) -> float:
+        """Seconds until the earliest buffered trace is due (capped), under the lock."""
+        now = time.monotonic()
+        wait = _MAX_TICK_SECONDS
+        for buf in self._buffers.values():
+            if buf.root_ended is not None:
+                wait = min(wait, buf.root_ended + self.grace_seconds - now)
+            # Buffers are in arrival order; the first open one bounds the timeout sweep.
+        return max(wait, 0.0)
+
+    # --- assembling ------------------------------------------------------------------------
+    def _assembler_main(self) -> None:
+        while True:
+            try:
+                with self._lock:
+                    if self._shutdown:
+                        return
+                    self._wake.wait(self._next_due())
+                    if self._shutdown:
+                        return
+                self._assemble(self._take(now=time.monotonic(), include_open=False))
+            except Exception as exc:  # noqa: BLE001 - the assembler must survive any bug
+                _faults.report("exporter.assembler", exc)
+                time.sleep(_MAX_TICK_SECONDS)
+
+    def _assemble(self, ready: list[_Ready]) -> None:
+        """Convert taken traces to records and submit them; always releases the ``_take`` count."""
+        if not ready:
+            return
+        try:
+            records: list[TraceRecord] = []
+            for item in ready:
+                if not item.spans:
+                    continue
+                try:
+                    record = build_record(
+                        item.spans,
+                        partial=item.partial,
+                        dropped_spans=item.dropped,
+                        encode=self.link_traces,
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    self.stats["failed"] += 1
+                    _faults.report("exporter.build_record", exc)
+                    continue
+                self.stats["traces"] += 1
+                self.stats["partial"] += int(item.partial)
+                self.stats["dropped_spans"] += item.dropped
+                if record.target_run_id is None and self.run_mode == RUN_MODE_ACTIVE:
+                    self.stats["skipped"] += 1
+                    continue
+                records.append(record)
+            self._submit(records)
+        finally:
+            with self._idle:
+                self._assembling -= 1
+                self._idle.notify_all()
+
+    def _submit(self, records: list[TraceRecord]) -> None:
+        by_run: dict[str, list[TraceRecord]] = {}
+        for record in records:
+            if record.target_run_id:
+                by_run.setdefault(record.target_run_id, []).append(record)
+            else:
+                self.delivery.submit(record)
+        for run_records in by_run.values():
+            for start in range(0, len(run_records), _MAX_BATCH_TRACES):
+                self.delivery.submit(merge_batch(run_records[start : start + _MAX_BATCH_TRACES]))
+
+    def _wait_assembled(self, deadline: float) -> bool:
+        with self._idle:
+            while self._assembling > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.1))
+        return True
+
+
+def _pick(value: Any, fallback: Any) -> Any:
+    return fallback if value is None else value
+
+
+def live_exporters() -> list[MlflowSpanExporter]:
+    with _live_lock:
+        return list(_live)
+
+
+def flush(timeout_seconds: float = 30.0) -> bool:
+    """Drain everything to MLflow: the global SDK provider's processors, then every exporter.
+
+    True when every exporter wrote (or spooled nothing) within the time; never raises.
+    """
+    deadline = time.monotonic() + max(timeout_seconds, 0.0)
+    ok = True
+    try:
+        from opentelemetry import trace
+
+        provider: Any = trace.get_tracer_provider()
+        if hasattr(provider, "force_flush"):
+            ok = bool(provider.force_flush(int(max(timeout_seconds, 0.0) * 1000))) and ok
+    except Exception as exc:  # noqa: BLE001
+        _faults.report("exporter.flush_provider", exc)
+    for exporter in live_exporters():
+        left = max(0.0, deadline - time.monotonic())
+        ok = exporter.force_flush(int(left * 1000)) and ok
+    return ok
