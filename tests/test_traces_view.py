@@ -245,11 +245,11 @@ def test_empty_payload_is_a_no_op(client: MlflowClient) -> None:
     assert client.search_traces(locations=[experiment_id]) == []
 
 
-def test_unknown_run_raises_so_the_caller_retries(client: MlflowClient) -> None:
+def test_unknown_experiment_raises_so_the_caller_retries(client: MlflowClient) -> None:
     _, otlp = make_trace()
-    experiment_id, _ = _new_run(client, "norun")
+    _, run_id = _new_run(client, "noexp")
     with pytest.raises(Exception):  # noqa: B017 - MlflowException or RestException, both retried
-        log_trace(client, experiment_id, "0" * 32, otlp)
+        log_trace(client, "987654321", run_id, otlp)
 
 
 def test_unreachable_server_raises_without_retrying_inside() -> None:
