@@ -206,3 +206,14 @@ def test_clear_forgets_requests_and_replies(gemini_emulator: GeminiEmulator) -> 
     gemini_emulator.clear()
     assert gemini_emulator.requests == []
     assert gemini_emulator.pending_replies == 0
+
+
+def test_completion_model_is_a_real_vertexai_llm(gemini_emulator: GeminiEmulator) -> None:
+    from langchain_core.language_models.llms import BaseLLM
+
+    llm = gemini_emulator.completion_model(temperature=0.1)
+    assert isinstance(llm, BaseLLM)
+    assert llm.invoke("complete this") == "Echo: complete this"
+    (request,) = gemini_emulator.requests
+    assert request.api_method == "generateContent"
+    assert request.generation_config["temperature"] == pytest.approx(0.1)

@@ -52,9 +52,9 @@ class Pipeline:
                 if s.instrumentation_scope is not None
                 and s.instrumentation_scope.name in HTTP_SCOPES]
 
-    def chat_spans(self) -> list[ReadableSpan]:
+    def chat_spans(self, operation: str = attrs.OP_CHAT) -> list[ReadableSpan]:
         return [s for s in self.spans()
-                if (s.attributes or {}).get(attrs.GEN_AI_OPERATION_NAME) == attrs.OP_CHAT]
+                if (s.attributes or {}).get(attrs.GEN_AI_OPERATION_NAME) == operation]
 
 
 @pytest.fixture
@@ -89,9 +89,9 @@ def aiohttp_spans(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aiohttp.ClientSession, "_request", _request)
 
 
-def assert_http_nested(pipe: Pipeline, calls: int) -> None:
-    """Every provider HTTP span is the child of a distinct chat span and inside its time window."""
-    chats = {s.context.span_id: s for s in pipe.chat_spans()}
+def assert_http_nested(pipe: Pipeline, calls: int, operation: str = attrs.OP_CHAT) -> None:
+    """Every provider HTTP span is the child of a distinct LLM span and inside its time window."""
+    chats = {s.context.span_id: s for s in pipe.chat_spans(operation)}
     https = pipe.http_spans()
     assert len(chats) == calls, [s.name for s in pipe.spans()]
     assert len(https) == calls, [s.name for s in pipe.spans()]
@@ -198,6 +198,30 @@ def test_root_run_inside_a_server_span_is_its_child(
     assert {s.context.trace_id for s in spans} == {server.get_span_context().trace_id}
 
 
+# --- text completion models (BaseLLM) -------------------------------------------------------
+def test_text_completion_invoke_and_stream(
+    pipeline: Pipeline, gemini_emulator: GeminiEmulator
+) -> None:
+    llm = gemini_emulator.completion_model()
+    assert llm.invoke("complete me", config=pipeline.config) == "Echo: complete me"
+    assert "".join(llm.stream("stream me", config=pipeline.config)) == "Echo: stream me"
+    assert_nothing_current()
+    assert_http_nested(pipeline, 2, attrs.OP_TEXT_COMPLETION)
+
+
+def test_text_completion_batch_does_not_guess_a_parent(
+    pipeline: Pipeline, gemini_emulator: GeminiEmulator
+) -> None:
+    """``BaseLLM.batch`` sends all prompts through one ``_generate``: no run's span is current."""
+    llm = gemini_emulator.completion_model()
+    assert llm.batch(["one", "two"], config=pipeline.config) == ["Echo: one", "Echo: two"]
+    assert_nothing_current()
+    assert len(pipeline.chat_spans(attrs.OP_TEXT_COMPLETION)) == 2
+    https = pipeline.http_spans()
+    assert len(https) == 2
+    assert all(http.parent is None for http in https)
+
+
 # --- async -----------------------------------------------------------------------------------
 def test_ainvoke(pipeline: Pipeline, gemini_emulator: GeminiEmulator, aiohttp_spans: None) -> None:
     async def main() -> str:
@@ -265,6 +289,7 @@ def test_tracer_installs_the_wrappers_once(pipeline: Pipeline) -> None:
     from langchain_core.language_models.chat_models import BaseChatModel
 
     assert _model_context.installed()
+    assert any(ref() is pipeline.tracer for ref in _model_context._sources)
     wrapped = BaseChatModel.__dict__["_generate_with_cache"]
     OtelTracer(tracer_provider=pipeline.provider)
     assert BaseChatModel.__dict__["_generate_with_cache"] is wrapped

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from langchain_google_vertexai import ChatVertexAI
+    from langchain_google_vertexai import ChatVertexAI, VertexAI
 
 _logger = logging.getLogger(__name__)
 
@@ -372,6 +372,26 @@ class GeminiEmulator:
             warnings.filterwarnings("ignore", message=".*ChatVertexAI.*deprecated")
             warnings.filterwarnings("ignore", message=".*ChatGoogleGenerativeAI.*")
             return ChatVertexAI(**options)
+
+    def completion_model(self, model: str = "gemini-2.0-flash", **kwargs: Any) -> VertexAI:
+        """A real ``VertexAI`` text-completion model (``BaseLLM``) wired to this emulator (REST)."""
+        from google.auth.credentials import AnonymousCredentials
+        from langchain_google_vertexai import VertexAI
+
+        options: dict[str, Any] = {
+            "model": model,
+            "project": DEFAULT_PROJECT,
+            "location": DEFAULT_LOCATION,
+            "credentials": AnonymousCredentials(),
+            "api_endpoint": self.url,
+            "api_transport": "rest",
+            "max_retries": 0,
+        }
+        options.update(kwargs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*VertexAI.*deprecated")
+            warnings.filterwarnings("ignore", message=".*GoogleGenerativeAI.*")
+            return VertexAI(**options)
 
     # --- request handling (server threads) ---------------------------------------------------
     def _record(self, request: ReceivedRequest) -> Reply | None:
