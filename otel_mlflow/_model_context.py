@@ -26,6 +26,8 @@ when the first ``OtelTracer`` registers (:func:`register`; idempotent, :func:`un
    start callback runs inside it), so the first step attaches a :class:`_PendingRunSpan`, a
    stand-in that resolves to the run's span as soon as the tracer has created it (and to the
    previously current span before that, or when no tracer handles the run).
+3. ``BaseChatModel._iter_v2_events`` / ``_aiter_v2_events`` (``stream_events(version="v3")`` and
+   the event paths of invoke): driven step by step like 2, with the run id of their run manager.
 
 Priority when several tracers are registered: the first one that has a span for the run id.
 
@@ -349,6 +351,30 @@ def _wrap_astream(original: Callable[..., Any]) -> Callable[..., Any]:
     return astream
 
 
+def _wrap_events(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _iter_v2_events(self: Any, messages: Any, *, run_manager: Any,
+                        **kwargs: Any) -> Iterator[Any]:
+        inner = original(self, messages, run_manager=run_manager, **kwargs)
+        if not _sources or run_manager is None:
+            return inner  # type: ignore[no-any-return]
+        return _drive(inner, run_manager.run_id)
+
+    return _iter_v2_events
+
+
+def _wrap_aevents(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _aiter_v2_events(self: Any, messages: Any, *, run_manager: Any,
+                         **kwargs: Any) -> AsyncIterator[Any]:
+        inner = original(self, messages, run_manager=run_manager, **kwargs)
+        if not _sources or run_manager is None:
+            return inner  # type: ignore[no-any-return]
+        return _adrive(inner, run_manager.run_id)
+
+    return _aiter_v2_events
+
+
 def _targets() -> list[tuple[type, str, Callable[[Callable[..., Any]], Callable[..., Any]]]]:
     from langchain_core.language_models.chat_models import BaseChatModel
     from langchain_core.language_models.llms import BaseLLM
@@ -358,6 +384,10 @@ def _targets() -> list[tuple[type, str, Callable[[Callable[..., Any]], Callable[
         (BaseChatModel, "_agenerate_with_cache", _wrap_agenerate),
         (BaseChatModel, "stream", _wrap_stream),
         (BaseChatModel, "astream", _wrap_astream),
+        # The content-block event protocol (``stream_events(version="v3")``; langchain-core
+        # >= 1.3): the run has started when these are called, so the span already exists.
+        (BaseChatModel, "_iter_v2_events", _wrap_events),
+        (BaseChatModel, "_aiter_v2_events", _wrap_aevents),
         (BaseLLM, "_generate_helper", _wrap_generate_helper),
         (BaseLLM, "_agenerate_helper", _wrap_agenerate_helper),
         (BaseLLM, "stream", _wrap_stream),
@@ -371,7 +401,9 @@ def install() -> None:
         if _originals:
             return
         for cls, name, wrap in _targets():
-            original = cls.__dict__[name]
+            original = cls.__dict__.get(name)
+            if original is None:  # not in this langchain-core version
+                continue
             _originals[(cls, name)] = original
             setattr(cls, name, wrap(original))
 

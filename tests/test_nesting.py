@@ -345,3 +345,16 @@ def test_explicit_run_id_is_kept_for_streams(
     (chat,) = pipeline.chat_spans()
     assert (chat.attributes or {}).get(attrs.LC_RUN_ID) == str(run_id)
     assert_http_nested(pipeline, 1)
+
+
+def test_stream_events_v3(pipeline: Pipeline, gemini_emulator: GeminiEmulator) -> None:
+    import warnings
+
+    llm = gemini_emulator.chat_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # v3 is announced as beta
+        stream = llm.stream_events("events please", config=pipeline.config, version="v3")
+        events = list(stream)
+    assert events
+    assert_nothing_current()
+    assert_http_nested(pipeline, 1)
