@@ -242,13 +242,14 @@ class MlflowSpanExporter(SpanExporter):
                             self._evict_oldest()
                             wake = True
                         buf = self._buffers[trace_id] = _TraceBuffer(first_seen=now)
+                    # A root cut by the span cap still completes its trace.
+                    if is_trace_root(span) or is_langchain_root(span):
+                        buf.root_ended = now
+                        wake = wake or self.grace_seconds == 0
                     if len(buf.spans) >= self.max_spans_per_trace:
                         buf.dropped += 1
                         continue
                     buf.spans.append(span)
-                    if is_trace_root(span) or is_langchain_root(span):
-                        buf.root_ended = now
-                        wake = wake or self.grace_seconds == 0
                 self.stats["spans"] += len(spans) - late
                 self.stats["late_spans"] += late
                 if wake:
