@@ -94,6 +94,13 @@ def unregister(source: SpanSource) -> None:
         _sources = tuple(ref for ref in _sources if ref() is not None and ref() is not source)
 
 
+def _prune() -> None:
+    """Drop tracers that were garbage-collected, so the wrappers go back to the fast path."""
+    global _sources
+    with _lock:
+        _sources = tuple(ref for ref in _sources if ref() is not None)
+
+
 def span_for_run(run_id: UUID | None) -> Span | None:
     """The span of ``run_id`` from the first registered tracer that has one."""
     if run_id is None:
@@ -101,6 +108,7 @@ def span_for_run(run_id: UUID | None) -> Span | None:
     for ref in _sources:
         source = ref()
         if source is None:
+            _prune()
             continue
         try:
             span = source.span_for_run(run_id)

@@ -108,6 +108,16 @@ def test_raw_stream_response_is_a_json_array(gemini_emulator: GeminiEmulator) ->
     assert "usageMetadata" not in payload[0]
     assert payload[1]["candidates"][0]["finishReason"] == "STOP"
     assert payload[1]["usageMetadata"]["totalTokenCount"] >= 1
+    assert {p["modelVersion"] for p in payload} == {"m"}
+
+
+def test_model_version_can_be_scripted(gemini_emulator: GeminiEmulator) -> None:
+    gemini_emulator.queue_text("v", model_version="gemini-2.0-flash-001", response_id="r-1")
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    response = requests.post(f"{gemini_emulator.url}{MODEL_PATH}/m:generateContent", json=body,
+                             timeout=10).json()
+    assert response["modelVersion"] == "gemini-2.0-flash-001"
+    assert response["responseId"] == "r-1"
 
 
 def test_unknown_endpoint_answers_google_error_json(gemini_emulator: GeminiEmulator) -> None:
@@ -188,16 +198,22 @@ def test_async_transport_ainvoke_and_astream(gemini_emulator: GeminiEmulator) ->
     assert "aiohttp" in gemini_emulator.requests[0].headers.get("user-agent", "")
 
 
-def test_start_stop_are_idempotent_and_free_the_port() -> None:
+def test_start_stop_are_idempotent_and_close_everything() -> None:
     emulator = GeminiEmulator().start()
     assert emulator.start() is emulator
     url = emulator.url
+    session = requests.Session()  # keeps its connection alive after the call
+    assert session.post(f"{url}{MODEL_PATH}/m:generateContent", json={}, timeout=5).ok
     emulator.stop()
     emulator.stop()
     with pytest.raises(RuntimeError):
         _ = emulator.url
+    # Neither a new connection nor the kept-alive one is answered any more.
     with pytest.raises(requests.ConnectionError):
         requests.post(f"{url}{MODEL_PATH}/m:generateContent", json={}, timeout=2)
+    with pytest.raises(requests.ConnectionError):
+        session.post(f"{url}{MODEL_PATH}/m:generateContent", json={}, timeout=2)
+    session.close()
 
 
 def test_clear_forgets_requests_and_replies(gemini_emulator: GeminiEmulator) -> None:

@@ -358,3 +358,15 @@ def test_stream_events_v3(pipeline: Pipeline, gemini_emulator: GeminiEmulator) -
     assert events
     assert_nothing_current()
     assert_http_nested(pipeline, 1)
+
+
+def test_collected_tracers_leave_the_registry(gemini_emulator: GeminiEmulator) -> None:
+    import gc
+
+    provider = TracerProvider()
+    tracer = OtelTracer(tracer_provider=provider)
+    assert any(ref() is tracer for ref in _model_context._sources)
+    del tracer
+    gc.collect()
+    gemini_emulator.chat_model().invoke("after the tracer is gone")
+    assert all(ref() is not None for ref in _model_context._sources)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import warnings
@@ -241,10 +242,7 @@ class GeminiEmulator:
     def start(self) -> GeminiEmulator:
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer((self._host, self._port), _make_handler(self))
-        # Keep-alive connections of the client must not hold up stop().
-        server.daemon_threads = True
-        server.block_on_close = False
+        server = _Server((self._host, self._port), _make_handler(self))
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -262,6 +260,7 @@ class GeminiEmulator:
             return
         server.shutdown()
         server.server_close()
+        server.close_connections()
         if thread is not None:
             thread.join(timeout=5.0)
 
@@ -443,6 +442,38 @@ class GeminiEmulator:
                 response["usageMetadata"] = self._usage(request, reply, text)
             responses.append(response)
         return responses
+
+
+class _Server(ThreadingHTTPServer):
+    """Tracks open client connections so ``stop()`` also ends idle keep-alive handler threads."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        with self._connections_lock:
+            self._connections.add(conn)
+        return conn, address
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = self._connections, set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
 
 
 def error_body(status: int, message: str | None = None) -> dict[str, Any]:
