@@ -60,7 +60,10 @@ class Pipeline:
 @pytest.fixture
 def pipeline() -> Iterator[Pipeline]:
     pipe = Pipeline()
-    RequestsInstrumentor().instrument(tracer_provider=pipe.provider)
+    instrumentor = RequestsInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:  # left on elsewhere: use our provider
+        instrumentor.uninstrument()
+    instrumentor.instrument(tracer_provider=pipe.provider)
     try:
         yield pipe
     finally:
