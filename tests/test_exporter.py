@@ -222,11 +222,14 @@ def test_failing_sink_never_reaches_the_app(make_exporter, tmp_path: Path) -> No
     exporter = make_exporter(grace_seconds=0.0, write=broken, retry_max_seconds=0.0,
                              shutdown_timeout_seconds=1.0)
     tracer = _provider(exporter).get_tracer("t")
-    with tracer.start_as_current_span("r", attributes={A.ROOT: True}):
-        pass
-    assert exporter.force_flush(1500) is False  # not written: it waits in the spool
-    spooled = list((tmp_path / "spool").glob("*.trace.json*"))
-    assert spooled, "the record must be kept on disk, not dropped"
+    span_trace_id = []
+    with tracer.start_as_current_span("r", attributes={A.ROOT: True}) as span:
+        span_trace_id.append(span.get_span_context().trace_id)
+    assert exporter.force_flush(1500) is False  # not written
+    exporter.shutdown()
+    trace_id = format(span_trace_id[0], "032x")
+    spooled = [p.name for p in (tmp_path / "spool").rglob("*.trace.json*")]
+    assert any(trace_id in name for name in spooled), "kept on disk, not dropped"
 
 
 def test_active_mode_writes_only_traces_of_an_active_run(make_exporter, sink) -> None:
