@@ -56,9 +56,12 @@ def runs_of(client: MlflowClient, experiment_name: str) -> list[Any]:
 
 
 def wait_runs(client: MlflowClient, experiment: str, count: int, timeout: float) -> list[Any]:
+    """Poll until ``count`` runs exist and all of them are finished (or the time is up)."""
     deadline = time.monotonic() + timeout
     runs = runs_of(client, experiment)
-    while len(runs) < count and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+        len(runs) < count or any(r.info.status == "RUNNING" for r in runs)
+    ):
         time.sleep(1.0)
         runs = runs_of(client, experiment)
     return runs
@@ -201,9 +204,10 @@ def test_app_killed_with_spooled_traces_new_process_writes_them_once(
         tracking_uri=mlflow_server.url, experiment_name="kill9", spool_dir=str(spool_dir)
     )
     client = MlflowClient(tracking_uri=mlflow_server.url)
-    runs = wait_runs(client, "kill9", count, timeout=120)
+    wait_runs(client, "kill9", count, timeout=120)
     assert exporter.force_flush(60_000)
     exporter.shutdown()
+    runs = runs_of(client, "kill9")
     assert len(runs) == count
     assert len({r.data.tags["otel.trace_id"] for r in runs}) == count
     for run in runs:
