@@ -8,7 +8,7 @@ Run-per-trace mode (``record.target_run_id is None``), at most 5 requests for th
 1. ``create_run`` with every tag (``otel.trace_id`` among them), named after the root span;
 2. one ``log_batch`` with the metrics (step 0, timestamp = trace end) and params;
 3. ``llm_calls.json`` and 4. ``span_tree.json``, one artifact upload each;
-5. ``set_terminated`` (one ``UpdateRun`` request) to FINISHED (trace OK) or FAILED (trace ERROR) with the trace's end time.
+5. one ``UpdateRun`` (the store's ``update_run_info``) to FINISHED (trace OK) or FAILED (trace ERROR) with the trace's end time.
 
 The Traces-view link (``otel_mlflow._mlflow_traces.log_trace``) comes on top, before step 5.
 A terminal run status is the "complete" marker: it is set last, so a run still RUNNING is
@@ -248,11 +248,16 @@ class MlflowWriter:
         self._upload_json(artifact_uri, ARTIFACT_TABLE, record.table.to_dict())
         self._upload_json(artifact_uri, ARTIFACT_TREE, dict(record.tree))
         self._link(experiment_id, run_id, record.otlp)
-        client.set_terminated(
-            run_id,
-            status="FAILED" if record.status == STATUS_ERROR else "FINISHED",
-            end_time=record.end_time_ms,
-        )
+        self._terminate(run_id, "FAILED" if record.status == STATUS_ERROR else "FINISHED",
+                        record.end_time_ms)
+
+    def _terminate(self, run_id: str, status: str, end_time_ms: int) -> None:
+        # The store call, not MlflowClient.set_terminated: against a server that one also sends
+        # a get_run and prints "View run ..." to the app's stdout.
+        from mlflow.entities import RunStatus
+
+        store = self.client._tracking_client.store  # noqa: SLF001 - no public store getter
+        store.update_run_info(run_id, RunStatus.from_string(status), end_time_ms, None)
 
     # --- active run ------------------------------------------------------------------------
     def _active_state(self, run_id: str) -> _ActiveRunState:
