@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from mlflow import MlflowClient
 
 from tests._support.mlflow_server import MlflowServer
@@ -107,7 +108,12 @@ def test_credentials_from_mlflow_env_and_wrong_password_spooled_not_leaked(
     assert any(
         r.levelno >= logging.ERROR and "credentials" in r.getMessage() for r in caplog.records
     )
-    assert admin.get_experiment_by_name("auth-bad") is None or not runs_of(admin, "auth-bad")
+    # Nothing reached MLflow (checked with the right password, outside the MLflow env vars).
+    resp = requests.get(
+        f"{auth_server.url}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "auth-bad"}, auth=(ADMIN, PASSWORD), timeout=30,
+    )
+    assert resp.status_code == 404, resp.text
 
     # The password is in no log record and no spool byte (plain or as a Basic header).
     secrets = [
