@@ -1,0 +1,146 @@
+"""Soak: 50,000 traces through ``OtelTracer`` + ``MlflowSpanExporter``; resident memory stays flat.
+
+Run from the repository root::
+
+    python benchmarks/soak.py                      # 50,000 traces, null sink (about 3-6 min)
+    python benchmarks/soak.py --traces 5000        # quick look
+    python benchmarks/soak.py --sink sqlite --traces 2000   # the real embedded store (slow)
+
+The pipeline is the normal one: a real LangChain chain (``prompt | fake chat model | parser``,
+4 spans per trace) with ``OtelTracer`` as callback, a ``TracerProvider`` with a
+``BatchSpanProcessor`` and ``MlflowSpanExporter`` (per-trace buffers, assembly into
+``TraceRecord``s with the span tree, the table and the OTLP bytes, ``Delivery`` workers).
+
+Sinks (what ``Delivery`` writes to):
+
+- ``null`` (default): a counting write function that discards the record, so 50,000 traces finish
+  in minutes and the figures show the tracer's and exporter's own memory; MLflow's would dominate
+  otherwise (the embedded store writes ~30 traces/s);
+- ``sqlite``: the real ``MlflowWriter`` on the embedded ``sqlite:///mlflow.db`` in a temp dir.
+
+RSS (psutil) is sampled after the warm-up, every 5,000 traces and at the end (after flush and a
+garbage collection). The run passes when end RSS - RSS at the first 5,000 is below
+``--max-growth-mb`` (default 25 MB) and no state is left in the tracer or exporter; the exit code
+says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil  # noqa: E402
+
+
+def build_chain() -> Any:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    prompt = ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "{q}")])
+    return prompt | FakeListChatModel(responses=["an answer of a few words"]) | StrOutputParser()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traces", type=int, default=50_000)
+    parser.add_argument("--every", type=int, default=5_000)
+    parser.add_argument("--sink", choices=("null", "sqlite"), default="null")
+    parser.add_argument("--max-growth-mb", type=float, default=25.0)
+    args = parser.parse_args(argv)
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from otel_mlflow._exporter import MlflowSpanExporter
+    from otel_mlflow._tracer import OtelTracer
+
+    workdir = Path(tempfile.mkdtemp(prefix="otel_mlflow-soak-"))
+    os.chdir(workdir)
+    written = {"n": 0}
+    lock = threading.Lock()
+
+    def null_write(record: Any, attempt: int = 0) -> None:
+        with lock:
+            written["n"] += 1
+
+    exporter = MlflowSpanExporter(
+        tracking_uri="sqlite:///mlflow.db",
+        experiment_name="soak",
+        spool_dir=str(workdir / "spool"),
+        grace_seconds=0.2,
+        link_traces=False,
+        write=null_write if args.sink == "null" else None,
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, max_queue_size=16_384, schedule_delay_millis=200)
+    )
+    tracer = OtelTracer(tracer_provider=provider)
+    chain = build_chain()
+    config = {"callbacks": [tracer]}
+    proc = psutil.Process()
+
+    def rss_mb() -> float:
+        return proc.memory_info().rss / 1e6
+
+    for i in range(200):  # warm-up: imports, caches, first allocations
+        chain.invoke({"q": f"warm {i}"}, config=config)
+    provider.force_flush()
+    exporter.force_flush(60_000)
+    gc.collect()
+    samples: list[tuple[int, float, float]] = []
+    start = time.perf_counter()
+    samples.append((0, rss_mb(), 0.0))
+    print(f"sink={args.sink} traces={args.traces} workdir={workdir}", flush=True)
+    print(f"{'traces':>8} {'RSS MB':>9} {'elapsed s':>10} {'buffered':>9} {'open runs':>10}",
+          flush=True)
+    print(f"{0:>8} {samples[0][1]:>9.1f} {0.0:>10.1f}", flush=True)
+    for i in range(1, args.traces + 1):
+        chain.invoke({"q": f"question {i}"}, config=config)
+        if i % args.every == 0:
+            elapsed = time.perf_counter() - start
+            samples.append((i, rss_mb(), elapsed))
+            buffered = len(getattr(exporter, "_buffers", ()))
+            print(f"{i:>8} {samples[-1][1]:>9.1f} {elapsed:>10.1f} {buffered:>9} "
+                  f"{tracer.open_runs:>10}", flush=True)
+    provider.force_flush()
+    flushed = exporter.force_flush(600_000)
+    gc.collect()
+    end_rss = rss_mb()
+    elapsed = time.perf_counter() - start
+    buffered = len(getattr(exporter, "_buffers", ()))
+    print(f"{'end':>8} {end_rss:>9.1f} {elapsed:>10.1f} {buffered:>9} {tracer.open_runs:>10}")
+    delivered = exporter.delivery.stats["written"]
+    first = next((rss for n, rss, _ in samples if n >= args.every), samples[0][1])
+    growth = end_rss - first
+    print(
+        f"RSS start {samples[0][1]:.1f} MB, at {args.every}: {first:.1f} MB, end {end_rss:.1f} MB "
+        f"(growth after the first {args.every}: {growth:+.1f} MB); "
+        f"{args.traces / elapsed:.0f} traces/s; records delivered {delivered}"
+        + (f" (null sink counted {written['n']})" if args.sink == "null" else "")
+        + f"; flushed={flushed}; exporter stats {exporter.stats}"
+    )
+    exporter.shutdown()
+    provider.shutdown()
+    ok = (
+        growth < args.max_growth_mb
+        and buffered == 0
+        and tracer.open_runs == 0
+        and delivered >= args.traces + 200
+    )
+    print("PASS: memory flat, no state left" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
