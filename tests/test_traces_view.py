@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -22,7 +25,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
+import otel_mlflow
 from otel_mlflow import _attributes as A
+from otel_mlflow._exporter import MlflowSpanExporter
 from otel_mlflow._mlflow_trace_mapping import (
     MLFLOW_CHAT_USAGE,
     MLFLOW_SPAN_INPUTS,
@@ -31,6 +36,8 @@ from otel_mlflow._mlflow_trace_mapping import (
     prepare_for_mlflow,
 )
 from otel_mlflow._mlflow_traces import log_trace
+from otel_mlflow._tracer import OtelTracer
+from tests._support.fake_models import REASONING_TOKENS, FakeChatModel
 from tests._support.mlflow_server import MlflowServer
 
 QUESTION = "東京の天気は？"
@@ -177,11 +184,6 @@ def test_mapping_rejects_payloads_without_spans(bad: bytes) -> None:
 # --- real stores ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def server_client(mlflow_server: MlflowServer) -> MlflowClient:
-    return MlflowClient(mlflow_server.url)
-
-
 @pytest.fixture(params=["server", "embedded"])
 def client(request: pytest.FixtureRequest) -> Iterator[MlflowClient]:
     if request.param == "server":
@@ -259,3 +261,54 @@ def test_unreachable_server_raises_without_retrying_inside() -> None:
     client = MlflowClient(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(Exception):  # noqa: B017 - connection errors surface as MlflowException
         log_trace(client, "1", "0" * 32, otlp)
+
+
+# --- end to end: real chain -> OtelTracer -> MlflowSpanExporter -> run + Traces view ------------
+
+
+def test_real_chain_trace_matches_the_runs_span_tree(client: MlflowClient, tmp_path: Path) -> None:
+    experiment_name = f"e2e-{mlflow.utils.time.get_current_time_millis()}"
+    provider = TracerProvider()
+    provider.add_span_processor(
+        SimpleSpanProcessor(
+            MlflowSpanExporter(client.tracking_uri, experiment_name, grace_seconds=0.05,
+                               spool_dir=str(tmp_path / "spool"))
+        )
+    )
+    chain = (
+        ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "{question}")])
+        | FakeChatModel(responses=["晴れです"])
+        | StrOutputParser()
+    )
+    try:
+        assert chain.invoke({"question": QUESTION}, config={"callbacks": [OtelTracer(provider)]}) == "晴れです"
+        assert otel_mlflow.flush(60)
+    finally:
+        provider.shutdown()
+
+    experiment = client.get_experiment_by_name(experiment_name)
+    (run,) = client.search_runs([experiment.experiment_id])
+    tree = json.loads(Path(client.download_artifacts(run.info.run_id, "span_tree.json")).read_text())
+
+    def ids(nodes: list[dict[str, object]]) -> set[str]:
+        return {str(n["span_id"]) for n in nodes} | {
+            i for n in nodes for i in ids(n["children"])  # type: ignore[arg-type]
+        }
+
+    (found,) = client.search_traces(locations=[experiment.experiment_id], run_id=run.info.run_id)
+    assert found.info.trace_id == "tr-" + run.data.tags["otel.trace_id"]
+    trace = client.get_trace(found.info.trace_id)
+    assert {s.span_id for s in trace.data.spans} == ids(tree["spans"])
+    assert QUESTION in (trace.info.request_preview or "")
+    assert "晴れです" in (trace.info.response_preview or "")
+    chat = next(s for s in trace.data.spans if s.name.startswith("chat "))
+    assert chat.span_type == "CHAT_MODEL"
+    assert "晴れです" in json.dumps(chat.outputs, ensure_ascii=False)
+    assert QUESTION in json.dumps(chat.inputs, ensure_ascii=False)
+    usage = chat.attributes["mlflow.chat.tokenUsage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] + REASONING_TOKENS
+    assert usage["total_tokens"] == run.data.metrics["tokens.total"]
+    assert trace.info.token_usage["total_tokens"] == run.data.metrics["tokens.total"]
+    root = next(s for s in trace.data.spans if s.parent_id is None)
+    assert root.span_type == "CHAIN"
+    assert root.inputs == {"question": QUESTION}
