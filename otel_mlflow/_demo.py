@@ -58,6 +58,7 @@ KEY_METRICS: tuple[str, ...] = (
     "tokens.input",
     "tokens.output",
     "tokens.total",
+    "tokens.reasoning",
     "tool.calls",
     "spans",
     "errors",
@@ -312,7 +313,7 @@ def _get_weather_tool() -> Any:
 
 
 def _run_app(model: Any, script: _Script, tracer: Any) -> list[StepResult]:
-    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.messages import HumanMessage
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_core.runnables import RunnableConfig, RunnableLambda
@@ -355,8 +356,8 @@ def _run_app(model: Any, script: _Script, tracer: Any) -> list[StepResult]:
         ai = model.bind_tools([get_weather]).invoke(messages, config)
         messages.append(ai)
         for call in ai.tool_calls:
-            result = get_weather.invoke(call["args"], config)
-            messages.append(ToolMessage(str(result), tool_call_id=call["id"]))
+            # Invoking a tool with the whole tool call returns the ToolMessage for the model.
+            messages.append(get_weather.invoke(call, config))
         final = model.invoke(messages, config)
         return str(final.content)
 

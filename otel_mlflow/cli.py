@@ -8,7 +8,10 @@ Commands::
 
 ``demo`` runs a small LangChain app offline (see ``otel_mlflow._demo``) and prints the MLflow runs
 it wrote. ``replay`` writes the traces waiting in the on-disk spool to MLflow, with a progress bar
-(tqdm when it is installed, a plain stderr bar otherwise) and a summary.
+(tqdm when it is installed, a plain stderr bar otherwise) and a summary; it stops at the first
+connection failure (the rest stays spooled) and makes MLflow's HTTP client retry only briefly
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES=2``, ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1``,
+``MLFLOW_HTTP_REQUEST_TIMEOUT=30`` unless set).
 
 Exit codes: 0 success; 1 the command ran but something is left undone (demo runs missing,
 traces left in the spool); 2 bad usage (argparse).
@@ -17,6 +20,7 @@ traces left in the spool); 2 bad usage (argparse).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -198,8 +202,21 @@ def _progress_args(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[int, in
     return 0, None
 
 
+# MLflow's HTTP client retries a refused connection for minutes by default (7 retries, backoff
+# factor 2). A replay stops at the first connection failure and leaves the rest for the next run,
+# so it only needs a short retry; the user's own settings of these variables win.
+_REPLAY_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
 def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from otel_mlflow import _spool
+
+    for name, value in _REPLAY_HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
     progress = _Progress(err)
     try:

@@ -177,8 +177,10 @@ def test_demo_tool_step_nests_tool_and_model_calls(demo_runs: dict[str, Any], ki
     assert children_names(root) == [f"chat {_demo.MODEL_NAME}", "execute_tool get_weather",
                                      f"chat {_demo.MODEL_NAME}"]
     tool_span = root["children"][1]
-    assert _demo.CITY in tool_span["attributes"][attrs.GEN_AI_TOOL_CALL_ARGUMENTS] or \
-        _demo.CITY in tool_span["attributes"].get(attrs.INPUT, "")
+    assert tool_span["attributes"][attrs.GEN_AI_TOOL_NAME] == "get_weather"
+    assert tool_span["attributes"][attrs.GEN_AI_TOOL_CALL_ARGUMENTS] == {"city": _demo.CITY}
+    assert tool_span["attributes"][attrs.GEN_AI_TOOL_CALL_ID]
+    assert "sunny" in json.dumps(tool_span["attributes"][attrs.GEN_AI_TOOL_CALL_RESULT])
     rows = table_rows(item["table"])
     assert len(rows) == 2
     assert _demo.ANSWER_WEATHER in rows[1]["output"]
@@ -310,7 +312,7 @@ def test_replay_with_mlflow_down_keeps_the_spool_and_exits_1(tmp_path: Path) -> 
                               check=False)
     assert prepared.returncode == 0, prepared.stderr
     proc = _run(["replay", "--spool-dir", str(spool_dir), "--tracking-uri",
-                 "http://127.0.0.1:9"], tmp_path, timeout=180)
+                 "http://127.0.0.1:9"], tmp_path, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "0 trace(s) written" in proc.stdout
     assert "1 left in the spool" in proc.stdout
