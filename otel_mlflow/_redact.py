@@ -46,33 +46,49 @@ _SECRET_KEY_RE = re.compile(
     r"|^auth$|cookie|private_?key|access_?key|^pwd$|session_?key|signing_?key"
 )
 
-# Literal anchors: a string containing none of them cannot match a built-in value pattern.
-_ANCHORS = (
-    "AIza", "ya29.", "earer", "EARER", "sk-", "eyJ", "PRIVATE KEY", "AKIA", "ASIA", "gh", "xox",
-    "://", "key", "Key", "KEY", "oken", "OKEN", "ecret", "ECRET", "assw", "ASSW",
-)
+# Prefilter: a string holding none of these (case-sensitive) anchors, and none of the
+# lower-case anchors in its lower-cased form, cannot match a built-in value pattern.
+_ANCHORS = ("AIza", "ya29.", "sk-", "eyJ", "PRIVATE KEY", "AKIA", "ASIA", "ghp_", "gho_", "ghu_",
+            "ghs_", "ghr_", "xox", "://")
+_LOWER_ANCHORS = ("bearer", "api", "token", "secret", "passw")
 # The shortest built-in match is longer than this; shorter strings are never scanned.
 _MIN_SECRET_CHARS = 12
 
-_VALUE_PATTERNS = (
-    r"AIza[0-9A-Za-z_\-]{35}",
-    r"ya29\.[0-9A-Za-z_\-.]{20,}",
-    # "Bearer <token>": the token must hold a digit or token punctuation, so prose such as
-    # "bearer responsibility" survives.
-    r"(?i:bearer)\s+(?=[\w\-.~+/]*[\d\-.~+/])[\w\-.~+/]{8,}=*",
-    r"sk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_\-]{20,}",
-    r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}",
-    r"-----BEGIN[A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY-----|\Z)",
-    r"(?:AKIA|ASIA)[A-Z0-9]{16}",
-    r"gh[pousr]_[A-Za-z0-9]{36,}",
-    r"xox[abposr]-[A-Za-z0-9\-]{10,}",
-    # user:password in a URL: only the password part is replaced (see _replace).
-    r"(?<=://)(?P<url_user>[^/\s:@]+):(?P<url_pw>[^/\s@]+)(?=@)",
-    # key=value / key: value inside text: only the value is replaced.
-    r"(?P<kv_key>(?i:\b(?:api[_\-]?key|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token"
-    r"|client[_\-]?secret|secret[_\-]?key|password|passwd))[\"']?\s*[:=]\s*[\"']?)"
-    r"(?P<kv_val>[^\s\"',;&}]{4,})",
-)
+
+def _value_patterns(json_text: bool) -> tuple[str, ...]:
+    """The built-in value patterns; ``json_text`` variants run over JSON text.
+
+    In JSON text a match must never cross a string boundary or eat an escape's backslash (the
+    result must stay valid JSON), and whitespace inside strings may appear escaped (``\\n``).
+    """
+    body = r'(?:[^"\\]|\\.)' if json_text else r"[\s\S]"
+    end = r'(?=")' if json_text else r"\Z"
+    space = r"(?:\s|\\[tnr])+" if json_text else r"\s+"
+    quote = r"(?:\\?[\"'])?" if json_text else r"[\"']?"
+    stop = r'\s"\\' if json_text else r"\s\""
+    return (
+        r"AIza[0-9A-Za-z_\-]{35}",
+        r"ya29\.[0-9A-Za-z_\-.]{20,}",
+        # "Bearer <token>": the token must hold a digit or token punctuation, so prose such as
+        # "bearer responsibility" survives.
+        rf"(?i:bearer){space}(?=[\w\-.~+/]*[\d\-.~+/])[\w\-.~+/]{{8,}}=*",
+        r"sk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_\-]{20,}",
+        r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}",
+        rf"-----BEGIN[A-Z ]*PRIVATE KEY-----{body}*?(?:-----END[A-Z ]*PRIVATE KEY-----|{end})",
+        r"(?:AKIA|ASIA)[A-Z0-9]{16}",
+        r"gh[pousr]_[A-Za-z0-9]{36,}",
+        r"xox[abposr]-[A-Za-z0-9\-]{10,}",
+        # user:password in a URL: only the password part is replaced (see _replace).
+        rf"(?<=://)(?P<url_user>[^/{stop}:@]+):(?P<url_pw>[^/{stop}@]+)(?=@)",
+        # key=value / key: value inside text: only the value is replaced.
+        r"(?P<kv_key>(?i:\b(?:api[_\-]?key|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token"
+        rf"|client[_\-]?secret|secret[_\-]?key|password|passwd)){quote}\s*[:=]\s*{quote})"
+        rf"(?P<kv_val>[^{stop}',;&}}]{{4,}})",
+    )
+
+
+_TEXT_RE = re.compile("|".join(_value_patterns(json_text=False)))
+_JSON_RE = re.compile("|".join(_value_patterns(json_text=True)))
 
 _KEY_CACHE_MAX = 4096
 
@@ -85,6 +101,18 @@ def _replace(match: re.Match[str]) -> str:
     if groups.get("url_pw") is not None:
         return f"{groups['url_user']}:{REDACTED}"
     return REDACTED
+
+
+def _may_hold(text: str) -> bool:
+    """Cheap prefilter: False proves no built-in value pattern matches ``text``."""
+    for anchor in _ANCHORS:
+        if anchor in text:
+            return True
+    low = text.lower()
+    for anchor in _LOWER_ANCHORS:
+        if anchor in low:
+            return True
+    return False
 
 
 def _compile_user(patterns: Iterable[str], what: str) -> list[re.Pattern[str]]:
@@ -120,8 +148,11 @@ class Redactor:
         )
         self._user_keys = _compile_user(keys, "key")
         user_values = _compile_user(patterns, "value")
-        self._value_re = re.compile(
-            "|".join([*_VALUE_PATTERNS, *(f"(?:{p.pattern})" for p in user_values)])
+        self._value_re = (
+            re.compile("|".join([*_value_patterns(False), *(f"(?:{p.pattern})"
+                                                              for p in user_values)]))
+            if user_values
+            else _TEXT_RE
         )
         # With user value patterns the literal prefilter no longer proves absence.
         self._always_scan = bool(user_values)
@@ -133,6 +164,15 @@ class Redactor:
     @property
     def has_mask(self) -> bool:
         return self._mask is not None
+
+    @property
+    def json_text_safe(self) -> bool:
+        """True when :meth:`redact_json_text` is equivalent to redacting each string.
+
+        A mask hook needs every leaf and a user value regex may cross JSON syntax, so either
+        one requires per-value redaction.
+        """
+        return self._mask is None and not self._always_scan
 
     def is_secret_key(self, key: object) -> bool:
         """True when a mapping key names a secret (cached per key)."""
@@ -179,19 +219,22 @@ class Redactor:
 
     def redact_text(self, text: str) -> str:
         """Replace secret substrings of ``text`` (value patterns only)."""
-        if len(text) < _MIN_SECRET_CHARS and not self._always_scan:
+        if not self._always_scan and (len(text) < _MIN_SECRET_CHARS or not _may_hold(text)):
             return text
-        if not self._always_scan:
-            for anchor in _ANCHORS:
-                if anchor in text:
-                    break
-            else:
-                return text
         try:
             return self._value_re.sub(_replace, text)
         except Exception as exc:  # noqa: BLE001 - fail closed
             report("redact.text", exc)
             return REDACTED
+
+    def redact_json_text(self, text: str) -> str:
+        """Replace secret substrings inside the strings of a JSON document; stays valid JSON.
+
+        Only for redactors where :attr:`json_text_safe` is true (built-in patterns only).
+        """
+        if len(text) < _MIN_SECRET_CHARS or not _may_hold(text):
+            return text
+        return _JSON_RE.sub(_replace, text)
 
     def apply_mask(self, key: str | None, value: Any) -> Any:
         """Run the user's hook on one leaf value; a failing hook yields :data:`REDACTED`."""

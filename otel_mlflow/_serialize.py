@@ -117,6 +117,30 @@ def _base64_summary(text: str) -> dict[str, Any] | None:
     return None
 
 
+def _empty(item: Any) -> bool:
+    """Model fields left out of the JSON: None and empty strings / mappings / sequences."""
+    return item is None or (isinstance(item, (str, dict, list, tuple)) and not item)
+
+
+def _model_default(obj: Any) -> dict[str, Any]:
+    """``JSONEncoder.default`` for the fast path: a pydantic model's non-empty fields."""
+    names = _model_field_names(type(obj))
+    if names is None:
+        raise TypeError(type(obj).__name__)
+    out: dict[str, Any] = {}
+    for name in names:
+        item = getattr(obj, name)
+        if not _empty(item):
+            out[name] = item
+    return out
+
+
+_fast_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":"),
+    default=_model_default,
+)
+
+
 class _Walk:
     """State of one conversion: the path (for cycles) and the characters cut from strings."""
 
@@ -174,6 +198,8 @@ class Serializer:
         self.max_items = max_items
         # Without a user hook, plain short strings need no per-value redaction call.
         self._plain_str_ok = not self.redactor.has_mask
+        # Plain structures may go through the C encoder, redacted as JSON text afterwards.
+        self._json_text_ok = self.redactor.json_text_safe
 
     # --- public -----------------------------------------------------------------------------
     def dumps(self, value: Any, key: str | None = None) -> str:
@@ -181,13 +207,24 @@ class Serializer:
         try:
             if key is not None and self.redactor.is_secret_key(key):
                 return _encode_str(REDACTED)
-            # Fast path: the most common callback payload is a short plain string.
-            if type(value) is str and len(value) <= self.max_chars and self._plain_str_ok:
-                text = self.redactor.redact_text(_clean_str(value))
+            cls = type(value)
+            # Fast paths: most callback payloads are short strings or small plain structures.
+            if isinstance(value, str) and len(value) <= self.max_chars and self._plain_str_ok:
+                text = self.redactor.redact_text(
+                    _clean_str(value if cls is str else str.__str__(value)))
                 if len(text) < _BASE64_MIN_CHARS or _base64_summary(text) is None:
                     out = _encode_str(text)
                     if len(out) <= self.max_chars:
                         return out
+            elif value is None or cls is bool or (
+                cls is int and _INT64_MIN <= value <= _INT64_MAX
+            ):
+                if self._plain_str_ok:
+                    return _encoder.encode(value)
+            elif self._json_text_ok:
+                out = self._fast(value)
+                if out is not None:
+                    return out
             walk = _Walk()
             data = self._convert(value, key, 0, walk)
             out = _encoder.encode(data)
@@ -223,6 +260,97 @@ class Serializer:
             return f"<{type(value).__name__}>"
 
     # --- internals --------------------------------------------------------------------------
+    def _fast(self, value: Any) -> str | None:
+        """JSON text through the C encoder when ``value`` is plain, else None (full walk).
+
+        Plain: dicts with short str keys that name no secret, lists, tuples, strings shorter
+        than the base64 threshold, numbers, bools, None and pydantic models of those, within
+        ``max_depth`` and roughly ``max_chars``. Value patterns are then redacted on the JSON
+        text (``Redactor.redact_json_text``), which keeps it valid.
+        """
+        try:
+            if self._scan(value, 0, self.max_chars) < 0:
+                return None
+            out = _fast_encoder.encode(value)
+        except Exception:  # noqa: BLE001 - NaN, huge ints, odd fields: the full walk copes
+            return None
+        if not out.isascii():
+            try:
+                out.encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+        out = self.redactor.redact_json_text(out)
+        return out if len(out) <= self.max_chars else None
+
+    def _scan(self, value: Any, depth: int, budget: int) -> int:
+        """Remaining character budget if ``value`` is plain (see ``_fast``), else -1."""
+        if depth > self.max_depth:
+            return -1
+        cls = type(value)
+        is_secret = self.redactor.is_secret_key
+        if cls is dict:
+            if len(value) > self.max_items:
+                return -1
+            for k, item in value.items():
+                if type(k) is not str or len(k) > _MAX_KEY_CHARS or is_secret(k):
+                    return -1
+                budget -= len(k) + 4
+                tv = type(item)
+                if tv is str:
+                    n = len(item)
+                    if n >= _BASE64_MIN_CHARS:
+                        return -1
+                    budget -= n + 3
+                elif item is None or tv is bool or (
+                    tv is int and _INT64_MIN <= item <= _INT64_MAX
+                ):
+                    budget -= 6
+                else:
+                    budget = self._scan(item, depth + 1, budget)
+                if budget < 0:
+                    return -1
+            return budget
+        if cls is list or cls is tuple:
+            if len(value) > self.max_items:
+                return -1
+            for item in value:
+                tv = type(item)
+                if tv is str:
+                    n = len(item)
+                    if n >= _BASE64_MIN_CHARS:
+                        return -1
+                    budget -= n + 3
+                elif item is None or tv is bool or (
+                    tv is int and _INT64_MIN <= item <= _INT64_MAX
+                ):
+                    budget -= 6
+                else:
+                    budget = self._scan(item, depth + 1, budget)
+                if budget < 0:
+                    return -1
+            return budget
+        if cls is str:
+            return budget - len(value) - 2 if len(value) < _BASE64_MIN_CHARS else -1
+        if value is None or cls is bool or (cls is int and _INT64_MIN <= value <= _INT64_MAX):
+            return budget - 6
+        if cls is float:
+            return budget - 24 if math.isfinite(value) else -1
+        names = _model_field_names(cls)
+        if names is None or self.redactor.is_secret_object(value):
+            return -1
+        if getattr(value, "__pydantic_extra__", None):
+            return -1
+        for name in names:
+            item = getattr(value, name)
+            if _empty(item):
+                continue
+            if is_secret(name):
+                return -1
+            budget = self._scan(item, depth + 1, budget - len(name) - 4)
+            if budget < 0:
+                return -1
+        return budget
+
     def _masked(self, key: str | None, value: Any) -> str | int | float | bool:
         if not self.redactor.has_mask:
             return value  # type: ignore[no-any-return]
@@ -410,8 +538,7 @@ class Serializer:
                     item = getattr(value, name)
                 except Exception:  # noqa: BLE001 - a field that cannot be read is skipped
                     continue
-                if skip_empty and (item is None or (isinstance(item, (str, dict, list, tuple))
-                                                    and not item)):
+                if skip_empty and _empty(item):
                     continue
                 if redactor.is_secret_key(name):
                     out[name] = REDACTED
