@@ -1,0 +1,309 @@
+"""Exporter throughput: traces/s drained into MLflow, requests per trace, app-thread cost.
+
+Run from the repository root::
+
+    python benchmarks/exporter_throughput.py            # all cases, ~2-4 minutes on 2 cores
+    python benchmarks/exporter_throughput.py --traces 100 --skip-server
+
+Cases (each a fresh exporter and a fresh experiment):
+
+1. run-per-trace into the embedded store (``sqlite:///mlflow.db`` in a temp dir);
+2. run-per-trace into a local ``mlflow server`` (started here: sqlite, one worker), with the
+   Traces-view link off and on; HTTP requests per trace are counted on the client side (every
+   ``requests`` call the process makes, grouped by endpoint);
+3. active-run mode (all traces into one run) into both stores;
+4. app-thread cost per span when MLflow is down (tracking URI on a closed port): span start+end
+   through a ``BatchSpanProcessor`` with the MLflow exporter, against the same pipeline with an
+   exporter that does nothing, and the cost of one ``export()`` call per span.
+
+Traces are synthetic but shaped like a LangChain app traced by ``OtelTracer``: a workflow root, a
+prompt, a chat call with ~1 KB of message content and token usage, a parser and a tool (5 spans).
+They are generated before timing; the timer covers ``export()`` of every span until
+``force_flush()`` returns (everything written), and the script checks MLflow holds what it should.
+Prints one table (markdown) at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+from opentelemetry.sdk.resources import Resource  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import (  # noqa: E402
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
+
+from otel_mlflow import _attributes as A  # noqa: E402
+from otel_mlflow._exporter import MlflowSpanExporter  # noqa: E402
+
+# --- request counting --------------------------------------------------------------------------
+_requests: Counter[str] = Counter()
+_count_lock = threading.Lock()
+_original_send = requests.Session.send
+
+
+def _counting_send(self: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+    path = (request.path_url or "").split("?")[0]
+    if "/mlflow-artifacts/artifacts/" in path:
+        path = "/api/2.0/mlflow-artifacts/artifacts/<file>"
+    with _count_lock:
+        _requests[f"{request.method} {path}"] += 1
+    return _original_send(self, request, **kwargs)
+
+
+requests.Session.send = _counting_send  # type: ignore[method-assign]
+
+
+# --- synthetic traces ----------------------------------------------------------------------------
+CONTENT = "これはベンチマーク用の質問です。" * 20 + " What is the capital of Japan?" * 10
+
+
+def make_traces(n: int, run_id: str | None = None) -> list[list[ReadableSpan]]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("bench")
+    root_attrs: dict[str, Any] = {A.ROOT: True, A.LC_RUN_TYPE: A.RUN_CHAIN,
+                                  A.GEN_AI_OPERATION_NAME: A.OP_INVOKE_WORKFLOW,
+                                  A.LC_TAGS: ("bench",),
+                                  A.LC_METADATA: json.dumps({"user": "u1"}),
+                                  A.INPUT: json.dumps({"q": CONTENT}, ensure_ascii=False)}
+    if run_id:
+        root_attrs[A.MLFLOW_RUN_ID] = run_id
+    messages = json.dumps([{"role": "user", "parts": [{"type": "text", "content": CONTENT}]}],
+                          ensure_ascii=False)
+    answer = json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "Tokyo"}],
+                          "finish_reason": "stop"}])
+    for _ in range(n):
+        with tracer.start_as_current_span("invoke_workflow app", attributes=root_attrs):
+            with tracer.start_as_current_span("ChatPromptTemplate",
+                                              attributes={A.LC_RUN_TYPE: A.RUN_CHAIN}):
+                pass
+            with tracer.start_as_current_span("chat gemini-2.5-flash", attributes={
+                A.GEN_AI_OPERATION_NAME: A.OP_CHAT, A.LC_RUN_TYPE: A.RUN_CHAT_MODEL,
+                A.GEN_AI_PROVIDER_NAME: A.PROVIDER_GCP_VERTEX_AI,
+                A.GEN_AI_REQUEST_MODEL: "gemini-2.5-flash", A.GEN_AI_REQUEST_TEMPERATURE: 0.2,
+                A.GEN_AI_USAGE_INPUT_TOKENS: 120, A.GEN_AI_USAGE_OUTPUT_TOKENS: 3,
+                A.USAGE_TOTAL_TOKENS: 130, A.GEN_AI_INPUT_MESSAGES: messages,
+                A.GEN_AI_OUTPUT_MESSAGES: answer, A.GEN_AI_RESPONSE_FINISH_REASONS: ("stop",),
+            }):
+                pass
+            with tracer.start_as_current_span("StrOutputParser",
+                                              attributes={A.LC_RUN_TYPE: A.RUN_CHAIN}):
+                pass
+            with tracer.start_as_current_span("execute_tool weather", attributes={
+                A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_TOOL, A.LC_RUN_TYPE: A.RUN_TOOL,
+                A.GEN_AI_TOOL_NAME: "weather"}):
+                pass
+    by_trace: dict[int, list[ReadableSpan]] = {}
+    for span in memory.get_finished_spans():
+        by_trace.setdefault(span.context.trace_id, []).append(span)
+    provider.shutdown()
+    return list(by_trace.values())
+
+
+def drain(exporter: MlflowSpanExporter, traces: Sequence[Sequence[ReadableSpan]]) -> float:
+    """Seconds from the first export() until force_flush() says everything is written."""
+    flat = [span for trace in traces for span in trace]
+    started = time.perf_counter()
+    for i in range(0, len(flat), 512):  # BatchSpanProcessor's default batch size
+        exporter.export(flat[i : i + 512])
+    ok = exporter.force_flush(600_000)
+    elapsed = time.perf_counter() - started
+    if not ok:
+        raise RuntimeError(f"flush did not finish: {exporter.delivery.stats}")
+    return elapsed
+
+
+# --- cases -----------------------------------------------------------------------------------------
+def case_run_per_trace(uri: str, n: int, link: bool, spool: Path) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
+    experiment = f"bench-{uuid.uuid4().hex[:8]}"
+    exporter = MlflowSpanExporter(uri, experiment, link_traces=link, grace_seconds=0.0,
+                                  spool_dir=str(spool))
+    # Warm up once (client, experiment, store connection) outside the timed part.
+    drain(exporter, make_traces(1))
+    traces = make_traces(n)
+    with _count_lock:
+        _requests.clear()
+    elapsed = drain(exporter, traces)
+    with _count_lock:
+        counts = dict(_requests)
+    exporter.shutdown()
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    finished = sum(1 for r in runs if r.info.status == "FINISHED")
+    if finished != n + 1:
+        raise RuntimeError(f"expected {n + 1} finished runs, found {finished} of {len(runs)}")
+    return {"traces_per_s": n / elapsed, "seconds": elapsed,
+            "requests_per_trace": sum(counts.values()) / n if counts else 0.0,
+            "by_endpoint": {k: round(v / n, 2) for k, v in sorted(counts.items())}}
+
+
+def case_active_run(uri: str, n: int, spool: Path) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(f"bench-active-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(exp_id)
+    run_id = run.info.run_id
+    exporter = MlflowSpanExporter(uri, link_traces=False, grace_seconds=0.0,
+                                  spool_dir=str(spool))
+    drain(exporter, make_traces(1, run_id))
+    traces = make_traces(n, run_id)
+    with _count_lock:
+        _requests.clear()
+    elapsed = drain(exporter, traces)
+    with _count_lock:
+        total = sum(_requests.values())
+    exporter.shutdown()
+    count = client.get_run(run_id).data.tags.get("otel_mlflow.trace_count")
+    if count != str(n + 1):
+        raise RuntimeError(f"active run holds {count} traces, expected {n + 1}")
+    return {"traces_per_s": n / elapsed, "seconds": elapsed,
+            "requests_per_trace": total / n}
+
+
+class _NullExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _span_cost_us(exporter: SpanExporter, spans: int) -> float:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracer = provider.get_tracer("bench")
+    samples = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for i in range(spans // 5):
+            with tracer.start_as_current_span("invoke_workflow app", attributes={A.ROOT: True}):
+                pass
+        samples.append((time.perf_counter() - started) / (spans // 5) * 1e6)
+    provider.shutdown()
+    return statistics.median(samples)
+
+
+def case_mlflow_down(spool: Path, spans: int) -> dict[str, Any]:
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    null_us = _span_cost_us(_NullExporter(), spans)
+    exporter = MlflowSpanExporter(uri, grace_seconds=0.0, spool_dir=str(spool),
+                                  retry_max_seconds=1.0, shutdown_timeout_seconds=2.0)
+    down_us = _span_cost_us(exporter, spans)
+    traces = make_traces(2000)
+    flat = [s for t in traces for s in t]
+    exporter2 = MlflowSpanExporter(uri, grace_seconds=60.0, spool_dir=str(spool),
+                                   shutdown_timeout_seconds=2.0)
+    started = time.perf_counter()
+    for i in range(0, len(flat), 512):
+        exporter2.export(flat[i : i + 512])
+    export_us = (time.perf_counter() - started) / len(flat) * 1e6
+    exporter2.shutdown(timeout_millis=2000)
+    return {"span_us_null": null_us, "span_us_mlflow_down": down_us, "export_us": export_us}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traces", type=int, default=300, help="traces per run-per-trace case")
+    parser.add_argument("--active-traces", type=int, default=3000,
+                        help="traces for the active-run cases")
+    parser.add_argument("--skip-server", action="store_true")
+    args = parser.parse_args(argv)
+
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    rows: list[tuple[str, str, str, str]] = []
+    details: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="otel_mlflow-bench-") as tmp:
+        work = Path(tmp)
+        old_cwd = os.getcwd()
+        os.chdir(work)
+        try:
+            embedded = "sqlite:///mlflow.db"
+            res = case_run_per_trace(embedded, args.traces, False, work / "spool1")
+            rows.append(("run per trace, embedded sqlite, link off",
+                         f"{res['traces_per_s']:.1f}", "-", f"{args.traces}"))
+            res = case_run_per_trace(embedded, args.traces, True, work / "spool1b")
+            rows.append(("run per trace, embedded sqlite, link on",
+                         f"{res['traces_per_s']:.1f}", "-", f"{args.traces}"))
+            res = case_active_run(embedded, args.active_traces, work / "spool2")
+            rows.append(("active run, embedded sqlite", f"{res['traces_per_s']:.1f}", "-",
+                         f"{args.active_traces}"))
+            if not args.skip_server:
+                from tests._support.mlflow_server import MlflowServer
+
+                server = MlflowServer(root=work / "server").start()
+                try:
+                    for link in (False, True):
+                        res = case_run_per_trace(server.url, args.traces, link, work / "spool3")
+                        rows.append((f"run per trace, mlflow server, link {'on' if link else 'off'}",
+                                     f"{res['traces_per_s']:.1f}",
+                                     f"{res['requests_per_trace']:.2f}", f"{args.traces}"))
+                        details[f"server link {link}"] = res["by_endpoint"]
+                    res = case_active_run(server.url, args.active_traces, work / "spool4")
+                    rows.append(("active run, mlflow server", f"{res['traces_per_s']:.1f}",
+                                 f"{res['requests_per_trace']:.3f}", f"{args.active_traces}"))
+                finally:
+                    server.stop()
+            down = case_mlflow_down(work / "spool5", 5000)
+        finally:
+            os.chdir(old_cwd)
+
+    print(f"# exporter throughput — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print()
+    print("| case | traces/s | HTTP requests/trace | traces |")
+    print("| --- | ---: | ---: | ---: |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+    print("| app thread, MLflow down | µs |")
+    print("| --- | ---: |")
+    print(f"| span start+end, BatchSpanProcessor + no-op exporter | {down['span_us_null']:.1f} |")
+    print(f"| span start+end, BatchSpanProcessor + MlflowSpanExporter (MLflow down) "
+          f"| {down['span_us_mlflow_down']:.1f} |")
+    print(f"| MlflowSpanExporter.export() per span (MLflow down) | {down['export_us']:.2f} |")
+    for name, by_endpoint in details.items():
+        print()
+        print(f"requests per trace by endpoint ({name}):")
+        for endpoint, count in by_endpoint.items():
+            print(f"  {count:>6}  {endpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
