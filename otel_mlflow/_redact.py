@@ -50,7 +50,8 @@ _SECRET_KEY_RE = re.compile(
 # lower-case anchors in its lower-cased form, cannot match a built-in value pattern.
 _ANCHORS = ("AIza", "ya29.", "sk-", "eyJ", "PRIVATE KEY", "AKIA", "ASIA", "ghp_", "gho_", "ghu_",
             "ghs_", "ghr_", "xox", "://")
-_LOWER_ANCHORS = ("bearer", "api", "token", "secret", "passw")
+_LOWER_ANCHORS = ("bearer", "api_key", "api-key", "apikey", "access", "auth", "refresh", "secret",
+                  "passw")
 # The shortest built-in match is longer than this; shorter strings are never scanned.
 _MIN_SECRET_CHARS = 12
 
