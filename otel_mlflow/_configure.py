@@ -48,6 +48,18 @@ The same pipeline by hand, for apps that own their OpenTelemetry setup (equivale
     trace.set_tracer_provider(provider)
     tracer = OtelTracer(provider)
 
+Coexistence with MLflow's own tracing (mlflow 3.17): ``mlflow.langchain.autolog()`` (also switched
+on by a bare ``mlflow.autolog()``) adds MLflow's own LangChain callback, so with otel_mlflow every
+run is traced twice; turn it off with ``mlflow.langchain.autolog(disable=True)`` or
+``mlflow.autolog(exclude_flavors=["langchain"])`` (``configure`` logs a warning when it sees it on).
+MLflow's tracing reads the same ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` variables and, while
+``MLFLOW_ENABLE_OTLP_EXPORTER`` is true (its default), sends its own traces (``@mlflow.trace``,
+other autologs) to that endpoint *instead of* the tracking server; set
+``MLFLOW_ENABLE_OTLP_EXPORTER=false`` to keep them in MLflow while otel_mlflow forwards its spans
+(or ``MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT=true`` for both). Leave
+``MLFLOW_USE_DEFAULT_TRACER_PROVIDER`` at its default (true): false makes MLflow attach its span
+processors to the global provider, which then also writes otel_mlflow's spans as extra traces.
+
 Limits: ``configure`` is setup code and may raise for a wrong argument (an OTLP exporter asked for
 explicitly whose package is missing raises ``ImportError``); an OTLP exporter requested only through
 environment variables is skipped with a warning instead. The SDK shuts the provider down at
@@ -58,6 +70,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Iterable
@@ -69,6 +82,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from otel_mlflow import _config
 from otel_mlflow._exporter import MlflowSpanExporter
 from otel_mlflow._tracer import OtelTracer
 
@@ -79,6 +93,7 @@ OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 OTLP_TRACES_PATH = "/v1/traces"
+MLFLOW_USE_DEFAULT_TRACER_PROVIDER = "MLFLOW_USE_DEFAULT_TRACER_PROVIDER"
 
 _lock = threading.Lock()
 # Tracers handed out per provider and content switch, so repeated calls return the same object.
@@ -130,6 +145,7 @@ def configure(
         if tracer is None:
             tracer = OtelTracer(provider, capture_content=capture_content)
             per_provider[capture_content] = tracer
+    _warn_about_mlflow_tracing()
     if instrument:
         from otel_mlflow.instrumentation import LangChainInstrumentor
 
@@ -138,6 +154,33 @@ def configure(
             instrumentor.uninstrument()
         instrumentor.instrument(tracer=tracer)
     return tracer
+
+
+def _warn_about_mlflow_tracing() -> None:
+    """Say so when MLflow's own LangChain tracing would trace every run a second time."""
+    if _config.env_str(MLFLOW_USE_DEFAULT_TRACER_PROVIDER) is not None and not _config.env_bool(
+        MLFLOW_USE_DEFAULT_TRACER_PROVIDER, True
+    ):
+        _logger.warning(
+            "otel_mlflow: %s=false makes MLflow add its own span processors to the global tracer "
+            "provider, so otel_mlflow's spans would also be written as separate MLflow traces; "
+            "leave it unset (true) with otel_mlflow",
+            MLFLOW_USE_DEFAULT_TRACER_PROVIDER,
+        )
+    if "mlflow" not in sys.modules:
+        return
+    try:
+        from mlflow.utils.autologging_utils import autologging_is_disabled
+
+        autolog_on = not autologging_is_disabled("langchain")
+    except Exception:  # noqa: BLE001 - a private MLflow helper; the check is only advice
+        return
+    if autolog_on:
+        _logger.warning(
+            "otel_mlflow: mlflow.langchain.autolog() is on, so every LangChain run is traced twice "
+            "(MLflow's trace and otel_mlflow's); turn it off with "
+            "mlflow.langchain.autolog(disable=True) or mlflow.autolog(exclude_flavors=['langchain'])"
+        )
 
 
 def _choose_provider(
