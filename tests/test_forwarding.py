@@ -6,6 +6,9 @@ ids everywhere. Also: otel_mlflow's own MLflow / OTLP calls are never traced, ev
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,3 +141,90 @@ def test_same_trace_and_span_ids_in_every_backend(
     app_traces = {s.trace_id for s in http}
     assert len(app_traces) == 1
     assert forwarded_ids == {"tr-" + trace_id} | {"tr-" + t for t in app_traces}
+
+
+# --- coexistence with MLflow's own tracing (documented in otel_mlflow._configure) ---------------
+
+COEXIST_APP = """
+import logging, os, sys
+logging.basicConfig(level=logging.WARNING)
+import mlflow
+import otel_mlflow
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from tests._support.fake_models import FakeChatModel
+
+uri = os.environ["APP_TRACKING_URI"]
+mlflow.set_tracking_uri(uri)
+mlflow.set_experiment("coexist")
+if sys.argv[1] == "autolog":
+    mlflow.langchain.autolog()
+tracer = otel_mlflow.configure(tracking_uri=uri, experiment_name="coexist", grace_seconds=0.05)
+
+@mlflow.trace
+def helper(x):
+    return x
+
+helper(1)
+chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | FakeChatModel() | StrOutputParser()
+print(chain.invoke({"q": "hello"}, config={"callbacks": [tracer]}))
+assert otel_mlflow.flush(60)
+"""
+
+
+def _run_coexist(tmp_path: Path, mode: str, receiver: OtlpReceiver, extra: dict[str, str]) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLFLOW_"))}
+    env.update(
+        {
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            "APP_TRACKING_URI": f"sqlite:///{tmp_path / 'coexist.db'}",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",  # MLflow's own default is gRPC
+            "OTEL_MLFLOW_SPOOL_DIR": str(tmp_path / "spool"),
+            **extra,
+        }
+    )
+    script = tmp_path / "coexist_app.py"
+    script.write_text(COEXIST_APP)
+    proc = subprocess.run(
+        [sys.executable, str(script), mode], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stderr
+
+
+def _traces(uri: str) -> list[Any]:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("coexist")
+    assert experiment is not None
+    return [client.get_trace(t.info.trace_id) for t in client.search_traces(locations=[experiment.experiment_id])]
+
+
+def test_documented_setup_traces_each_langchain_run_once(tmp_path: Path) -> None:
+    with OtlpReceiver() as receiver:
+        _run_coexist(tmp_path, "plain", receiver, {"MLFLOW_ENABLE_OTLP_EXPORTER": "false"})
+        spans = receiver.spans
+    # the collector gets otel_mlflow's spans only, one LangChain trace
+    assert {s.resource.get("telemetry.sdk.name") for s in spans} == {"opentelemetry"}
+    assert len({s.trace_id for s in spans}) == 1
+    assert sum(s.name.startswith("chat ") for s in spans) == 1
+    # MLflow keeps both: the LangChain trace (linked to its run) and the @mlflow.trace one
+    traces = _traces(f"sqlite:///{tmp_path / 'coexist.db'}")
+    names = sorted(s.name for t in traces for s in t.data.spans if s.parent_id is None)
+    assert len(traces) == 2 and names[0] == "helper" and names[1].startswith("invoke_workflow")
+
+
+def test_autolog_with_otlp_env_traces_twice_and_is_warned_about(tmp_path: Path) -> None:
+    with OtlpReceiver() as receiver:
+        stderr = _run_coexist(tmp_path, "autolog", receiver, {})
+        spans = receiver.spans
+    assert "mlflow.langchain.autolog() is on" in stderr
+    # MLflow's own tracing took the OTLP endpoint: its copy of the LangChain run (and the
+    # @mlflow.trace span) went to the collector, beside otel_mlflow's
+    by_sdk: dict[str, set[str]] = {}
+    for s in spans:
+        by_sdk.setdefault(str(s.resource.get("telemetry.sdk.name")), set()).add(s.name)
+    assert "helper" in by_sdk["mlflow"]
+    assert any(n.startswith("chat ") for n in by_sdk["opentelemetry"])
+    assert len(by_sdk["mlflow"]) > 1  # the LangChain run a second time
