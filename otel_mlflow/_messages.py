@@ -14,12 +14,16 @@ Role priority: the message ``type`` (``human`` -> user, ``ai`` -> assistant, ``s
 ``tool``/``function`` -> tool), then a ``ChatMessage``'s own ``role``. Unknown content blocks are
 kept as they are (the serializer caps and redacts them); nothing here copies whole objects.
 Callers serialize the returned lists; these functions never raise on odd content.
+``to_content`` applies the same schema to chain/tool inputs and outputs that hold messages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
 
 Part = dict[str, Any]
 Message = dict[str, Any]
@@ -179,3 +183,44 @@ def output_messages(generations: Sequence[Any]) -> list[Message]:
             entry["finish_reason"] = reason
         out.append(entry)
     return out
+
+
+def message_dict(message: Any) -> Message:
+    """One LangChain message as a parts-schema message (system messages keep role system)."""
+    entry: Message = {"role": role_of(message), "parts": message_parts(message)}
+    name = getattr(message, "name", None)
+    if name:
+        entry["name"] = name
+    return entry
+
+
+def to_content(value: Any) -> Any:
+    """A chain/tool input or output with LangChain messages in parts schema, else unchanged.
+
+    Converts, in this order: a message; a chat prompt value (its messages); a string prompt
+    value (its text); a list of messages; a mapping whose ``"messages"`` value is a list of
+    messages (LangGraph / ``create_agent`` state: a shallow copy, other keys kept). Only the
+    top level is looked at, so the cost is a few type checks for everything else. Message
+    objects are read, never copied or dumped whole.
+    """
+    if isinstance(value, BaseMessage):
+        return message_dict(value)
+    if isinstance(value, dict):
+        messages = value.get("messages")
+        if type(messages) is list and messages and isinstance(messages[0], BaseMessage):
+            out = dict(value)
+            out["messages"] = [
+                message_dict(m) if isinstance(m, BaseMessage) else m for m in messages
+            ]
+            return out
+        return value
+    if isinstance(value, list):
+        if value and isinstance(value[0], BaseMessage):
+            return [message_dict(m) if isinstance(m, BaseMessage) else m for m in value]
+        return value
+    if isinstance(value, PromptValue):
+        messages = getattr(value, "messages", None)
+        if isinstance(messages, list):
+            return [message_dict(m) for m in messages]
+        return value.to_string()
+    return value

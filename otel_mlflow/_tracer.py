@@ -73,13 +73,22 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 # LangGraph raises these for control flow (interrupts, handing a command to the parent graph):
 # they end the run but are not failures.
+# LangChain compositions that pass their input to the first step and return the last step's
+# output unchanged (no user code in between), so those objects can be serialized once.
+_COMPOSITIONS = (
+    "RunnableSequence", "RunnableParallel", "RunnableAssign", "RunnablePick",
+    "RunnableWithFallbacks", "RunnableEach",
+)
 _CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"})
 
 
 class _Run:
     """State of one open LangChain run (``span`` is None for a skipped run)."""
 
-    __slots__ = ("span", "anchor", "ctx", "start_ns", "first_token_ns", "run_type", "meta")
+    __slots__ = (
+        "span", "anchor", "ctx", "start_ns", "first_token_ns", "run_type", "meta", "parent",
+        "compose", "in_obj", "in_json", "out_obj", "out_json",
+    )
 
     def __init__(
         self,
@@ -89,6 +98,7 @@ class _Run:
         start_ns: int,
         run_type: str,
         meta: dict[str, Any] | None,
+        parent: _Run | None,
     ) -> None:
         self.span = span
         # The span children attach to: this run's own, or the nearest kept ancestor's.
@@ -98,6 +108,14 @@ class _Run:
         self.first_token_ns = 0
         self.run_type = run_type
         self.meta = meta
+        self.parent = parent
+        # LangChain's own compositions hand their input to the first step and return the last
+        # step's output untouched: the same objects, serialized once (see ``_reuse``).
+        self.compose = False
+        self.in_obj: Any = None
+        self.in_json: str | None = None
+        self.out_obj: Any = None
+        self.out_json: str | None = None
 
 
 class OtelTracer(BaseCallbackHandler):
@@ -182,12 +200,13 @@ class OtelTracer(BaseCallbackHandler):
         now: int,
         run_type: str,
         meta: dict[str, Any] | None,
-    ) -> None:
+        parent: _Run | None,
+    ) -> _Run:
         span = self._tracer.start_span(
             name, context=ctx, kind=kind, attributes=attrs, start_time=now,
             record_exception=False, set_status_on_exception=False,
         )
-        run = _Run(span, span, None, now, run_type, meta)
+        run = _Run(span, span, None, now, run_type, meta, parent)
         evicted: list[_Run] = []
         with self._lock:
             self._runs[run_id] = run
@@ -209,6 +228,7 @@ class OtelTracer(BaseCallbackHandler):
             self._abandon(old, A.RUN_EVICTED_ERROR, now)
         for old in timed_out:
             self._abandon(old, A.RUN_TIMEOUT_ERROR, now)
+        return run
 
     def _abandon(self, run: _Run, error_type: str, now: int) -> None:
         if run.span is None:
@@ -226,7 +246,9 @@ class OtelTracer(BaseCallbackHandler):
               run_type: str) -> None:
         anchor = parent.anchor if parent is not None else None
         with self._lock:
-            self._runs[run_id] = _Run(None, anchor, ctx, now, run_type, parent.meta if parent else None)
+            self._runs[run_id] = _Run(
+                None, anchor, ctx, now, run_type, parent.meta if parent else None, None
+            )
 
     def _close(self, run_id: UUID) -> _Run | None:
         with self._lock:
@@ -332,9 +354,19 @@ class OtelTracer(BaseCallbackHandler):
                 attrs[A.GEN_AI_OPERATION_NAME] = cls.operation
                 if cls.agent_name is not None:
                     attrs[A.GEN_AI_AGENT_NAME] = cls.agent_name
+            text = None
             if self.capture_content:
-                attrs[A.INPUT] = self._ser.dumps(inputs)
-            self._open(run_id, cls.span_name, cls.kind, attrs, ctx, now, A.RUN_CHAIN, meta)
+                if parent is not None and inputs is parent.in_obj and parent.in_json is not None:
+                    text = parent.in_json
+                else:
+                    text = self._ser.dumps(MSG.to_content(inputs))
+                attrs[A.INPUT] = text
+            run = self._open(run_id, cls.span_name, cls.kind, attrs, ctx, now, A.RUN_CHAIN, meta,
+                             parent)
+            run.compose = name.startswith(_COMPOSITIONS)
+            if text is not None and (run.compose or type(inputs) is str):
+                run.in_obj = inputs
+                run.in_json = text
         except Exception as exc:  # noqa: BLE001 - never raise into LangChain
             report("tracer.on_chain_start", exc)
 
@@ -345,7 +377,15 @@ class OtelTracer(BaseCallbackHandler):
             if run is None or run.span is None:
                 return
             if self.capture_content:
-                run.span.set_attribute(A.OUTPUT, self._ser.dumps(outputs))
+                if outputs is run.out_obj and run.out_json is not None:
+                    text = run.out_json
+                else:
+                    text = self._ser.dumps(MSG.to_content(outputs))
+                run.span.set_attribute(A.OUTPUT, text)
+                parent = run.parent
+                if parent is not None and (parent.compose or type(outputs) is str):
+                    parent.out_obj = outputs
+                    parent.out_json = text
             run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_chain_end", exc)
@@ -367,8 +407,9 @@ class OtelTracer(BaseCallbackHandler):
         metadata: dict[str, Any] | None,
         serialized: dict[str, Any] | None,
         kwargs: dict[str, Any],
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, Context | None, int, str | None]:
-        """Common start of an LLM span: ``(attrs, metadata, parent context, start ns, model)``."""
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, Context | None, int, str | None,
+               _Run | None]:
+        """Common start of an LLM span: ``(attrs, metadata, context, start ns, model, parent)``."""
         now = time.time_ns()
         ctx, parent = self._parent(parent_run_id)
         name = M.run_name(serialized, kwargs, run_type)
@@ -378,7 +419,7 @@ class OtelTracer(BaseCallbackHandler):
         if provider is not None:
             attrs[A.GEN_AI_PROVIDER_NAME] = provider
         model = M.request_attributes(kwargs.get("invocation_params"), metadata, attrs)
-        return attrs, meta, ctx, now, model
+        return attrs, meta, ctx, now, model, parent
 
     def on_chat_model_start(
         self,
@@ -392,7 +433,7 @@ class OtelTracer(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            attrs, meta, ctx, now, model = self._llm_start(
+            attrs, meta, ctx, now, model, parent = self._llm_start(
                 A.OP_CHAT, A.RUN_CHAT_MODEL, run_id, parent_run_id, tags, metadata, serialized,
                 kwargs,
             )
@@ -402,7 +443,7 @@ class OtelTracer(BaseCallbackHandler):
                 if system:
                     attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = self._ser.dumps(system)
             self._open(run_id, M.llm_span(A.OP_CHAT, model), M.LLM_KIND, attrs, ctx, now,
-                       A.RUN_CHAT_MODEL, meta)
+                       A.RUN_CHAT_MODEL, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_chat_model_start", exc)
 
@@ -418,14 +459,14 @@ class OtelTracer(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            attrs, meta, ctx, now, model = self._llm_start(
+            attrs, meta, ctx, now, model, parent = self._llm_start(
                 A.OP_TEXT_COMPLETION, A.RUN_LLM, run_id, parent_run_id, tags, metadata,
                 serialized, kwargs,
             )
             if self.capture_content and prompts:
                 attrs[A.GEN_AI_INPUT_MESSAGES] = self._ser.dumps(MSG.prompt_input(prompts))
             self._open(run_id, M.llm_span(A.OP_TEXT_COMPLETION, model), M.LLM_KIND, attrs, ctx,
-                       now, A.RUN_LLM, meta)
+                       now, A.RUN_LLM, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_llm_start", exc)
 
@@ -495,7 +536,7 @@ class OtelTracer(BaseCallbackHandler):
                 attrs[A.INPUT] = text
                 attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = text
             self._open(run_id, "execute_tool " + name, M.TOOL_KIND, attrs, ctx, now,
-                       A.RUN_TOOL, meta)
+                       A.RUN_TOOL, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_tool_start", exc)
 
@@ -545,7 +586,7 @@ class OtelTracer(BaseCallbackHandler):
             if self.capture_content:
                 attrs[A.INPUT] = self._ser.dumps(query)
             self._open(run_id, "retrieval " + name, M.RETRIEVER_KIND, attrs, ctx, now,
-                       A.RUN_RETRIEVER, meta)
+                       A.RUN_RETRIEVER, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_retriever_start", exc)
 

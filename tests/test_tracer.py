@@ -468,3 +468,41 @@ def test_handler_attached_to_a_model_only_makes_that_run_a_root(cap: Capture) ->
     (span,) = cap.spans()
     assert (span.attributes or {})[A.ROOT] is True
     assert A.LC_PARENT_RUN_ID in (span.attributes or {})
+
+
+def test_mutations_between_runs_are_seen(cap: Capture) -> None:
+    """Objects serialized once for a composition are never reused across user code."""
+    inner = RunnableLambda(lambda d: {"items": d["items"] + ["inner"]}, name="inner")
+
+    def outer_body(d: dict[str, Any], config: Any) -> dict[str, Any]:
+        d["items"].append("mutated-before-child")
+        out = inner.invoke(d, config=config)
+        out["items"].append("mutated-after-child")
+        return out
+
+    outer = RunnableLambda(outer_body, name="outer")
+    outer.invoke({"items": ["start"]}, config=cap.config())
+    inner_span = cap.by_name("inner")
+    root = cap.by_name("invoke_workflow outer")
+    assert json.loads((root.attributes or {})[A.INPUT]) == {"items": ["start"]}
+    assert json.loads((inner_span.attributes or {})[A.INPUT]) == {
+        "items": ["start", "mutated-before-child"]
+    }
+    assert json.loads((inner_span.attributes or {})[A.OUTPUT]) == {
+        "items": ["start", "mutated-before-child", "inner"]
+    }
+    assert json.loads((root.attributes or {})[A.OUTPUT]) == {
+        "items": ["start", "mutated-before-child", "inner", "mutated-after-child"]
+    }
+
+
+def test_sequence_input_and_output_match_first_and_last_step(cap: Capture) -> None:
+    chain = RunnableLambda(lambda d: dict(d, a=1), name="first") | RunnableLambda(
+        lambda d: sorted(d), name="last"
+    )
+    assert chain.invoke({"z": 0}, config=cap.config()) == ["a", "z"]
+    root = cap.roots()[0]
+    first, last = cap.by_name("first"), cap.by_name("last")
+    assert (root.attributes or {})[A.INPUT] == (first.attributes or {})[A.INPUT]
+    assert (root.attributes or {})[A.OUTPUT] == (last.attributes or {})[A.OUTPUT]
+    assert json.loads((root.attributes or {})[A.OUTPUT]) == ["a", "z"]
