@@ -83,16 +83,25 @@ def children_names(span: dict[str, Any]) -> list[str]:
     return [child["name"] for child in span.get("children", [])]
 
 
+# The vertexai demo runs exactly as the README says (embedded default store, default
+# experiment); the fake-model demo also exercises --tracking-uri and --experiment.
+DEMO_ARGS: dict[str, tuple[list[str], str, str]] = {
+    "vertexai": (["demo"], "mlflow.db", _demo.DEFAULT_EXPERIMENT),
+    "fake": (["demo", "--model", "fake", "--tracking-uri", "sqlite:///{cwd}/elsewhere.db",
+              "--experiment", "my-demo"], "elsewhere.db", "my-demo"),
+}
+
+
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """Run ``otel-mlflow demo`` once per model kind; map model kind -> what it produced."""
     results: dict[str, dict[str, Any]] = {}
-    for kind in ("vertexai", "fake"):
+    for kind, (args, db_name, experiment_name) in DEMO_ARGS.items():
         cwd = tmp_path_factory.mktemp(f"demo_{kind}")
-        proc = _run(["demo", "--model", kind], cwd)
+        proc = _run([arg.format(cwd=cwd) for arg in args], cwd)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
-        experiment = client.get_experiment_by_name(_demo.DEFAULT_EXPERIMENT)
+        client = MlflowClient(tracking_uri=f"sqlite:///{cwd / db_name}")
+        experiment = client.get_experiment_by_name(experiment_name)
         assert experiment is not None, proc.stdout
         runs = client.search_runs([experiment.experiment_id])
         by_step: dict[str, Any] = {}
@@ -213,21 +222,32 @@ def test_demo_prints_runs_and_ui_command(demo_runs: dict[str, Any], kind: str) -
         assert run.info.run_name in stdout
     assert "[ERROR]" in stdout and "[OK]" in stdout
     assert "llm_calls.json" in stdout and "span_tree.json" in stdout
-    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in stdout
+    if kind == "vertexai":
+        assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in stdout
+        assert "ChatVertexAI(gemini-2.5-flash) -> local Gemini emulator" in stdout
+    else:
+        assert "fake chat model" in stdout
     assert "step failing_call: raised" in stdout
 
 
-def test_demo_honours_tracking_uri_and_experiment(tmp_path: Path) -> None:
-    store = tmp_path / "elsewhere.db"
-    proc = _run(["demo", "--model", "fake", "--tracking-uri", f"sqlite:///{store}",
-                 "--experiment", "my-demo"], tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert not (tmp_path / "mlflow.db").exists()
-    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
-    experiment = client.get_experiment_by_name("my-demo")
-    assert experiment is not None
-    assert len(client.search_runs([experiment.experiment_id])) == 4
-    assert f"mlflow ui --backend-store-uri sqlite:///{store}" in proc.stdout
+def test_demo_honours_tracking_uri_and_experiment(demo_runs: dict[str, Any]) -> None:
+    cwd = demo_runs["fake"]["cwd"]
+    assert not (cwd / "mlflow.db").exists()  # nothing went to the default store
+    assert len(demo_runs["fake"]["runs"]) == 4  # all in experiment my-demo of elsewhere.db
+    assert f"mlflow ui --backend-store-uri sqlite:///{cwd}/elsewhere.db" in \
+        demo_runs["fake"]["stdout"]
+    assert "experiment: my-demo" in demo_runs["fake"]["stdout"]
+
+
+def test_demo_links_each_run_to_its_trace_in_the_traces_view(demo_runs: dict[str, Any]) -> None:
+    result = demo_runs["vertexai"]
+    client = result["client"]
+    for item in result["by_step"].values():
+        run = item["run"]
+        traces = client.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id)
+        assert len(traces) == 1
+        span_ids = {span.span_id for span in traces[0].data.spans}
+        assert span_ids == {node["span_id"] for node in iter_spans(item["tree"])}
 
 
 def test_version() -> None:
