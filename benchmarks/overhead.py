@@ -1,0 +1,330 @@
+"""Tracer overhead per LangChain invocation, against no tracing, a floor handler and other tracers.
+
+Run from the repository root::
+
+    python benchmarks/overhead.py                    # full run (a few minutes on 2 cores)
+    python benchmarks/overhead.py --rounds 3 --quick # smoke run
+    python benchmarks/overhead.py --profile otel_on --workload simple   # where the time goes
+
+Cases (each measurement runs in a FRESH subprocess; cases alternate within every round):
+
+- ``none``: no callbacks;
+- ``otel_on`` / ``otel_off``: ``OtelTracer`` with content capture on (the default) / off;
+- ``minimal``: ``benchmarks/minimal_handler.py``, a handler that only starts and ends spans (floor);
+- ``openinference`` / ``openllmetry``: their LangChain instrumentations, when importable (install
+  ``openinference-instrumentation-langchain`` / ``opentelemetry-instrumentation-langchain`` into
+  the venv, or ``pip install --target DIR --no-deps ...`` and pass ``--site DIR``); else skipped.
+
+Workloads: ``simple`` = ``prompt | fake chat model | parser``; ``nested`` = a lambda that calls a
+``@tool`` and the chat model. The fake chat model is ``tests/_support/fake_models.FakeChatModel``
+(usage metadata, response metadata, ``ls_*`` params: the payloads a real provider sends).
+
+Every tracer exports into the same TracerProvider with one span processor that only counts ended
+spans, so the figures are the tracer's own cost on the app thread (the exporter runs elsewhere).
+Per subprocess: warm-up, then ``--batches`` batches of ``--per-batch`` invocations; the
+subprocess reports its median µs/invocation, both as wall-clock time and as the CPU time of the
+calling thread (``time.thread_time_ns``). The tables show the median over rounds. On a shared
+machine the wall-clock figures mostly measure the neighbours; the CPU-time figures measure what
+tracing costs the app thread, and the targets are judged on them (the wall table is printed too).
+
+Columns: µs/invocation; spans/invocation; ratio to no tracing; added µs (case - none); added µs
+as a ratio to the minimal handler's and to OpenLLMetry's added µs. Targets (issue 5) for
+``otel_on``: added ≤ 1.3 × minimal and ≤ 0.35 × OpenLLMetry, on both workloads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ("none", "minimal", "otel_on", "otel_off", "openllmetry", "openinference")
+WORKLOADS = ("simple", "nested")
+TARGET_VS_MINIMAL = 1.3
+TARGET_VS_OPENLLMETRY = 0.35
+
+
+# --- in the child process -------------------------------------------------------------------
+def _provider() -> tuple[Any, list[int]]:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    ended = [0]
+
+    class Count(SpanProcessor):
+        def on_end(self, span: Any) -> None:
+            ended[0] += 1
+
+    provider = TracerProvider()
+    provider.add_span_processor(Count())
+    return provider, ended
+
+
+def _callbacks(case: str, provider: Any) -> list[Any] | None:
+    """The handler to pass per invocation, or None (none / global instrumentations)."""
+    if case == "none":
+        return None
+    if case == "minimal":
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from minimal_handler import MinimalHandler
+
+        return [MinimalHandler(provider)]
+    if case in ("otel_on", "otel_off"):
+        from otel_mlflow._tracer import OtelTracer
+
+        return [OtelTracer(provider, capture_content=case == "otel_on")]
+    if case == "openinference":
+        from openinference.instrumentation.langchain import LangChainInstrumentor
+
+        LangChainInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
+        return None
+    if case == "openllmetry":
+        from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+
+        LangchainInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
+        return None
+    raise ValueError(case)
+
+
+def _workload(name: str) -> tuple[Any, Any]:
+    sys.path.insert(0, str(ROOT))
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnableConfig, RunnableLambda
+    from langchain_core.tools import tool
+
+    from tests._support.fake_models import FakeChatModel
+
+    model = FakeChatModel()
+    if name == "simple":
+        prompt = ChatPromptTemplate.from_messages(
+            [("system", "You are a concise assistant."), ("human", "{question}")]
+        )
+        return prompt | model | StrOutputParser(), {"question": "What is the capital of France?"}
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    def step(inputs: dict[str, Any], config: RunnableConfig) -> str:
+        total = add.invoke({"a": 2, "b": 3}, config=config)
+        reply = model.invoke(f"{inputs['question']} The total is {total}.", config=config)
+        return str(reply.content)
+
+    return RunnableLambda(step, name="agent_step"), {"question": "Add two and three."}
+
+
+def child(case: str, workload: str, warmup: int, batches: int, per_batch: int) -> dict[str, Any]:
+    import gc
+
+    provider, ended = _provider()
+    callbacks = _callbacks(case, provider)
+    chain, arg = _workload(workload)
+    config = {"callbacks": callbacks} if callbacks else None
+    for _ in range(warmup):
+        chain.invoke(arg, config=config)
+    ended[0] = 0
+    wall: list[float] = []
+    cpu: list[float] = []
+    for _ in range(batches):
+        gc.collect()
+        start_cpu = time.thread_time_ns()
+        start = time.perf_counter_ns()
+        for _ in range(per_batch):
+            chain.invoke(arg, config=config)
+        wall.append((time.perf_counter_ns() - start) / per_batch / 1000.0)
+        cpu.append((time.thread_time_ns() - start_cpu) / per_batch / 1000.0)
+    return {"case": case, "workload": workload, "us": statistics.median(wall),
+            "cpu_us": statistics.median(cpu), "spans": ended[0] / (batches * per_batch)}
+
+
+def profile(case: str, workload: str, n: int) -> None:
+    import cProfile
+    import pstats
+
+    provider, _ = _provider()
+    callbacks = _callbacks(case, provider)
+    chain, arg = _workload(workload)
+    config = {"callbacks": callbacks} if callbacks else None
+    for _ in range(200):
+        chain.invoke(arg, config=config)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        chain.invoke(arg, config=config)
+    prof.disable()
+    stats = pstats.Stats(prof)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(r"otel_mlflow|minimal_handler", 40)
+
+
+# --- in the parent process ------------------------------------------------------------------
+def _available(case: str, site: str | None) -> bool:
+    module = {"openinference": "openinference.instrumentation.langchain",
+              "openllmetry": "opentelemetry.instrumentation.langchain"}.get(case)
+    if module is None:
+        return True
+    code = f"import {module}"
+    return subprocess.run([sys.executable, "-c", code], env=_env(site), cwd=ROOT,
+                          capture_output=True).returncode == 0
+
+
+def _env(site: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(ROOT)] + ([site] if site else [])
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    # Content capture of the other tracers stays at their defaults (on), like otel_on.
+    env.pop("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", None)
+    return env
+
+
+def _run_child(case: str, workload: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", case, "--workload", workload,
+           "--warmup", str(args.warmup), "--batches", str(args.batches),
+           "--per-batch", str(args.per_batch)]
+    out = subprocess.run(cmd, env=_env(args.site), cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"{case}/{workload} failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(results: dict[tuple[str, str], list[dict[str, Any]]], cases: list[str],
+          metric: str = "cpu_us") -> str:
+    """Markdown table of one metric: ``cpu_us`` (app-thread CPU time) or ``us`` (wall time)."""
+    unit = "CPU µs/invocation" if metric == "cpu_us" else "wall µs/invocation"
+    lines = [
+        f"| workload | case | {unit} | spans/inv | × no tracing | added µs "
+        "| added ÷ minimal | added ÷ OpenLLMetry |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    verdicts: list[str] = []
+    for workload in WORKLOADS:
+        med = {c: statistics.median(r[metric] for r in results[(c, workload)])
+               for c in cases if (c, workload) in results}
+        spans = {c: statistics.median(r["spans"] for r in results[(c, workload)])
+                 for c in med}
+        base = med["none"]
+        added = {c: med[c] - base for c in med}
+        for case in cases:
+            if case not in med:
+                continue
+            vs_min = added[case] / added["minimal"] if case != "none" and added.get(
+                "minimal", 0) > 0 else None
+            vs_ollm = added[case] / added["openllmetry"] if case != "none" and added.get(
+                "openllmetry", 0) > 0 else None
+            lines.append(
+                f"| {workload} | {case} | {med[case]:.0f} | {spans[case]:.1f} "
+                f"| {med[case] / base:.2f} | {added[case]:.0f} | {_fmt(vs_min)} "
+                f"| {_fmt(vs_ollm)} |"
+            )
+        if "otel_on" in added and added.get("minimal", 0) > 0:
+            ok = added["otel_on"] <= TARGET_VS_MINIMAL * added["minimal"]
+            verdicts.append(f"{workload}: otel_on added ≤ {TARGET_VS_MINIMAL}× minimal: "
+                            f"{'PASS' if ok else 'FAIL'} "
+                            f"({added['otel_on'] / added['minimal']:.2f})")
+        if "otel_on" in added and added.get("openllmetry", 0) > 0:
+            ok = added["otel_on"] <= TARGET_VS_OPENLLMETRY * added["openllmetry"]
+            verdicts.append(f"{workload}: otel_on added ≤ {TARGET_VS_OPENLLMETRY:.0%} of "
+                            f"OpenLLMetry: {'PASS' if ok else 'FAIL'} "
+                            f"({added['otel_on'] / added['openllmetry']:.2f})")
+    return "\n".join(lines + [""] + verdicts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--batches", type=int, default=7)
+    parser.add_argument("--per-batch", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="fewer invocations (smoke run)")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--site", help="extra sys.path entry holding the other tracers")
+    parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--from-json", help="print the tables of a --json file again")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--workload", default="simple", choices=WORKLOADS)
+    parser.add_argument("--profile", metavar="CASE", help="cProfile CASE in this process")
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(child(args.child, args.workload, args.warmup, args.batches,
+                               args.per_batch)))
+        return 0
+    if args.profile:
+        if args.site:
+            sys.path.insert(0, args.site)
+        profile(args.profile, args.workload, 2000)
+        return 0
+    if args.from_json:
+        data = json.loads(Path(args.from_json).read_text())
+        loaded: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for res in data["results"]:
+            loaded.setdefault((res["case"], res["workload"]), []).append(res)
+        present = [c for c in CASES if any(k[0] == c for k in loaded)]
+        print(data["header"])
+        for metric in ("cpu_us", "us"):
+            print()
+            print(table(loaded, present, metric))
+        return 0
+    if args.quick:
+        args.warmup, args.batches, args.per_batch = 100, 3, 100
+
+    cases = [c for c in args.cases.split(",") if c]
+    skipped = [c for c in cases if not _available(c, args.site)]
+    cases = [c for c in cases if c not in skipped]
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    started = time.monotonic()
+    for round_no in range(args.rounds):
+        # Rotate the order so no case always runs first (or last) in a round.
+        shift = round_no % len(cases)
+        order = cases[shift:] + cases[:shift]
+        for workload in WORKLOADS:
+            for case in order:
+                res = _run_child(case, workload, args)
+                results.setdefault((case, workload), []).append(res)
+                print(f"round {round_no + 1}/{args.rounds} {workload:6} {case:13} "
+                      f"{res['cpu_us']:8.0f} CPU µs {res['us']:8.0f} wall µs "
+                      f"{res['spans']:.1f} spans", file=sys.stderr)
+    elapsed = time.monotonic() - started
+    cpu = platform.processor() or platform.machine()
+    header = (
+        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} CPUs "
+        f"({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}; "
+        f"{args.rounds} rounds × {args.batches} batches × {args.per_batch} invocations, "
+        f"median; {elapsed:.0f} s total."
+    )
+    if skipped:
+        header += f" Skipped (not installed): {', '.join(skipped)}."
+    print(header)
+    print()
+    print("App-thread CPU time (robust on a shared machine; the targets are judged on it):")
+    print()
+    print(table(results, cases, "cpu_us"))
+    print()
+    print("Wall-clock time (includes waiting for a CPU when other processes run):")
+    print()
+    print(table(results, cases, "us"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"header": header, "results": [r for rs in results.values() for r in rs]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
