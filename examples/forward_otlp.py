@@ -102,10 +102,9 @@ def main() -> None:
         tracer = otel_mlflow.configure(experiment_name=EXPERIMENT, service_name="forward-example",
                                        otlp=True, otlp_endpoint=receiver.endpoint)
         print("answer:", run(tracer))
-        otel_mlflow.flush()  # drains the MLflow exporter; the OTLP one drains on provider flush
-        from opentelemetry import trace
-
-        trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
+        # flush() force-flushes the global provider (so the OTLP exporter sends its batch now),
+        # then waits until MLflow has the run.
+        otel_mlflow.flush()
         for trace_id, span_id, name in receiver.spans:
             print(f"OTLP receiver got: trace={trace_id} span={span_id} {name}")
     print(f"The same spans are in MLflow: experiment {EXPERIMENT!r}, tag otel.trace_id.")
