@@ -204,7 +204,10 @@ def user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     kept = {
         k: v
         for k, v in metadata.items()
-        if k not in _NOISE_METADATA_KEYS and not k.startswith(_NOISE_METADATA_PREFIXES)
+        if not (
+            type(k) is str
+            and (k in _NOISE_METADATA_KEYS or k.startswith(_NOISE_METADATA_PREFIXES))
+        )
     }
     return kept or None
 
@@ -213,7 +216,7 @@ def user_tags(tags: Sequence[str] | None) -> tuple[str, ...] | None:
     """Tags worth keeping: without LangChain's per-step tags."""
     if not tags:
         return None
-    kept = tuple(str(t) for t in tags if not str(t).startswith(_NOISE_TAG_PREFIXES))
+    kept = tuple(t for t in map(str, tags) if not t.startswith(_NOISE_TAG_PREFIXES))
     return kept or None
 
 

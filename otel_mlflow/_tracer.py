@@ -49,6 +49,7 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import ToolMessage
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
@@ -80,6 +81,20 @@ _COMPOSITIONS = (
     "RunnableWithFallbacks", "RunnableEach",
 )
 _CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"})
+
+
+def _safe_str(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the error span
+        return f"<unprintable {type(error).__name__}>"
+
+
+def _safe_traceback(error: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    except Exception:  # noqa: BLE001
+        return _safe_str(error)
 
 
 class _Run:
@@ -306,26 +321,40 @@ class OtelTracer(BaseCallbackHandler):
         if run is None or run.span is None:
             return
         span = run.span
-        etype = type(error).__name__
-        if etype in _CONTROL_FLOW_ERRORS:
-            span.add_event("otel_mlflow.control_flow", {"exception.type": etype}, now)
+        try:
+            etype = type(error).__name__
+            if etype in _CONTROL_FLOW_ERRORS:
+                span.add_event("otel_mlflow.control_flow", {"exception.type": etype}, now)
+                return
+            # The error facts first, so a failing message below still leaves an error span.
+            span.set_status(Status(StatusCode.ERROR, None))
+            span.set_attribute(A.ERROR_TYPE, etype)
+            event: dict[str, Any] = {"exception.type": etype}
+            if self.capture_content:
+                message = self._ser.scalar(_safe_str(error))
+                span.set_attributes({A.ERROR_MESSAGE: message})
+                span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
+                event["exception.message"] = message
+                event["exception.stacktrace"] = self._ser.scalar(_safe_traceback(error))
+            span.add_event("exception", event, now)
+        finally:
             span.end(end_time=now)
-            return
-        attrs: dict[str, Any] = {A.ERROR_TYPE: etype}
-        event: dict[str, Any] = {"exception.type": etype}
-        description = None
-        if self.capture_content:
-            message = self._ser.scalar(str(error))
-            attrs[A.ERROR_MESSAGE] = message
-            event["exception.message"] = message
-            event["exception.stacktrace"] = self._ser.scalar(
-                "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            )
-            description = f"{etype}: {message}"
-        span.set_attributes(attrs)
-        span.add_event("exception", event, now)
-        span.set_status(Status(StatusCode.ERROR, description))
-        span.end(end_time=now)
+
+    def _fallback(self, run_id: UUID, parent_run_id: UUID | None, run_type: str,
+                  name: Any) -> None:
+        """After a fault while opening a run: a bare span, so the tree keeps its shape."""
+        try:
+            if run_id in self._runs:
+                return
+            now = time.time_ns()
+            ctx, parent = self._parent(parent_run_id)
+            attrs: dict[str, Any] = {A.LC_RUN_ID: str(run_id), A.LC_RUN_TYPE: run_type}
+            if parent is None:
+                attrs[A.ROOT] = True
+            text = name if isinstance(name, str) and name else run_type
+            self._open(run_id, text, SpanKind.INTERNAL, attrs, ctx, now, run_type, None, parent)
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.fallback", exc)
 
     # --- chains ---------------------------------------------------------------------------
     def on_chain_start(
@@ -369,6 +398,7 @@ class OtelTracer(BaseCallbackHandler):
                 run.in_json = text
         except Exception as exc:  # noqa: BLE001 - never raise into LangChain
             report("tracer.on_chain_start", exc)
+            self._fallback(run_id, parent_run_id, A.RUN_CHAIN, kwargs.get("name"))
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
@@ -376,17 +406,19 @@ class OtelTracer(BaseCallbackHandler):
             run = self._close(run_id)
             if run is None or run.span is None:
                 return
-            if self.capture_content:
-                if outputs is run.out_obj and run.out_json is not None:
-                    text = run.out_json
-                else:
-                    text = self._ser.dumps(MSG.to_content(outputs))
-                run.span.set_attribute(A.OUTPUT, text)
-                parent = run.parent
-                if parent is not None and (parent.compose or type(outputs) is str):
-                    parent.out_obj = outputs
-                    parent.out_json = text
-            run.span.end(end_time=now)
+            try:
+                if self.capture_content:
+                    if outputs is run.out_obj and run.out_json is not None:
+                        text = run.out_json
+                    else:
+                        text = self._ser.dumps(MSG.to_content(outputs))
+                    run.span.set_attribute(A.OUTPUT, text)
+                    parent = run.parent
+                    if parent is not None and (parent.compose or type(outputs) is str):
+                        parent.out_obj = outputs
+                        parent.out_json = text
+            finally:
+                run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_chain_end", exc)
 
@@ -446,6 +478,7 @@ class OtelTracer(BaseCallbackHandler):
                        A.RUN_CHAT_MODEL, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_chat_model_start", exc)
+            self._fallback(run_id, parent_run_id, A.RUN_CHAT_MODEL, kwargs.get("name"))
 
     def on_llm_start(
         self,
@@ -469,12 +502,16 @@ class OtelTracer(BaseCallbackHandler):
                        now, A.RUN_LLM, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_llm_start", exc)
+            self._fallback(run_id, parent_run_id, A.RUN_LLM, kwargs.get("name"))
 
     def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
         # Hot path while streaming: one dict lookup, one clock read for the first token only.
-        run = self._runs.get(run_id)
-        if run is not None and not run.first_token_ns:
-            run.first_token_ns = time.time_ns()
+        try:
+            run = self._runs.get(run_id)
+            if run is not None and not run.first_token_ns:
+                run.first_token_ns = time.time_ns()
+        except Exception as exc:  # noqa: BLE001
+            report("tracer.on_llm_new_token", exc)
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
@@ -482,16 +519,20 @@ class OtelTracer(BaseCallbackHandler):
             run = self._close(run_id)
             if run is None or run.span is None:
                 return
-            attrs: dict[str, Any] = {}
-            generations = M.response_attributes(response, attrs)
-            if run.first_token_ns:
-                attrs[A.STREAMED] = True
-                attrs[A.TTFT_MS] = (run.first_token_ns - run.start_ns) / 1e6
-                run.span.add_event(A.EVENT_FIRST_TOKEN, None, run.first_token_ns)
-            if self.capture_content and generations:
-                attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._ser.dumps(MSG.output_messages(generations))
-            run.span.set_attributes(attrs)
-            run.span.end(end_time=now)
+            try:
+                attrs: dict[str, Any] = {}
+                if run.first_token_ns:
+                    attrs[A.STREAMED] = True
+                    attrs[A.TTFT_MS] = (run.first_token_ns - run.start_ns) / 1e6
+                    run.span.add_event(A.EVENT_FIRST_TOKEN, None, run.first_token_ns)
+                generations = M.response_attributes(response, attrs)
+                if self.capture_content and generations:
+                    attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._ser.dumps(
+                        MSG.output_messages(generations)
+                    )
+                run.span.set_attributes(attrs)
+            finally:
+                run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_llm_end", exc)
 
@@ -539,6 +580,7 @@ class OtelTracer(BaseCallbackHandler):
                        A.RUN_TOOL, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_tool_start", exc)
+            self._fallback(run_id, parent_run_id, A.RUN_TOOL, kwargs.get("name"))
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
@@ -546,13 +588,14 @@ class OtelTracer(BaseCallbackHandler):
             run = self._close(run_id)
             if run is None or run.span is None:
                 return
-            if self.capture_content:
-                # A ToolMessage's content is the result the model sees.
-                value = getattr(output, "content", output) if getattr(output, "type", None) == "tool" \
-                    else output
-                text = self._ser.dumps(value)
-                run.span.set_attributes({A.OUTPUT: text, A.GEN_AI_TOOL_CALL_RESULT: text})
-            run.span.end(end_time=now)
+            try:
+                if self.capture_content:
+                    # A ToolMessage's content is the result the model sees.
+                    value = output.content if isinstance(output, ToolMessage) else output
+                    text = self._ser.dumps(value)
+                    run.span.set_attributes({A.OUTPUT: text, A.GEN_AI_TOOL_CALL_RESULT: text})
+            finally:
+                run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_tool_end", exc)
 
@@ -589,6 +632,7 @@ class OtelTracer(BaseCallbackHandler):
                        A.RUN_RETRIEVER, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_retriever_start", exc)
+            self._fallback(run_id, parent_run_id, A.RUN_RETRIEVER, kwargs.get("name"))
 
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
         try:
@@ -596,16 +640,18 @@ class OtelTracer(BaseCallbackHandler):
             run = self._close(run_id)
             if run is None or run.span is None:
                 return
-            if self.capture_content:
-                docs = [
-                    {
-                        "page_content": getattr(d, "page_content", d),
-                        "metadata": getattr(d, "metadata", None),
-                    }
-                    for d in documents
-                ]
-                run.span.set_attribute(A.OUTPUT, self._ser.dumps(docs))
-            run.span.end(end_time=now)
+            try:
+                if self.capture_content:
+                    docs = [
+                        {
+                            "page_content": getattr(d, "page_content", d),
+                            "metadata": getattr(d, "metadata", None),
+                        }
+                        for d in documents
+                    ]
+                    run.span.set_attribute(A.OUTPUT, self._ser.dumps(docs))
+            finally:
+                run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_retriever_end", exc)
 

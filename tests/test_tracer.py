@@ -506,3 +506,56 @@ def test_sequence_input_and_output_match_first_and_last_step(cap: Capture) -> No
     assert (root.attributes or {})[A.INPUT] == (first.attributes or {})[A.INPUT]
     assert (root.attributes or {})[A.OUTPUT] == (last.attributes or {})[A.OUTPUT]
     assert json.loads((root.attributes or {})[A.OUTPUT]) == ["a", "z"]
+
+
+def test_odd_payloads_keep_the_tree_and_the_result(cap: Capture) -> None:
+    class BadStr(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str for you")
+
+    class Weird:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    def body(x: Any, config: Any) -> Any:
+        return inner.invoke(x, config=config)
+
+    inner = RunnableLambda(lambda x: [x, Weird(), b"\xff", float("nan")], name="inner")
+    outer = RunnableLambda(body, name="outer")
+    result = outer.invoke({1: "int key", ("t",): Weird()},
+                          config=cap.config(metadata={3: "x", "ok": Weird()}, tags=[5]))
+    assert isinstance(result[1], Weird)
+    spans = cap.spans()
+    assert len(spans) == 2
+    root = cap.by_name("invoke_workflow outer")
+    assert cap.by_name("inner").parent.span_id == root.context.span_id
+    for span in spans:
+        for key in (A.INPUT, A.OUTPUT):
+            json.loads((span.attributes or {})[key])
+    assert (root.attributes or {})[A.LC_TAGS] == ("5",)
+
+    failing = RunnableLambda(lambda x: (_ for _ in ()).throw(BadStr()), name="bad")
+    with pytest.raises(BadStr):
+        failing.invoke(1, config=cap.config())
+    bad = cap.by_name("invoke_workflow bad")
+    assert bad.status.status_code == StatusCode.ERROR
+    assert (bad.attributes or {})[A.ERROR_TYPE] == "BadStr"
+    assert cap.tracer.open_runs == 0
+
+
+def test_a_fault_while_opening_a_run_still_yields_a_span(
+    cap: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otel_mlflow import _mapping
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("mapping bug")
+
+    monkeypatch.setattr(_mapping, "classify_chain", broken)
+    before = _faults.fault_counts().get("tracer.on_chain_start", 0)
+    assert _chain().invoke({"q": "x"}, config=cap.config()) == "echo: x"
+    assert _faults.fault_counts()["tracer.on_chain_start"] > before
+    spans = cap.spans()
+    assert len(spans) == 4
+    assert len({s.context.trace_id for s in spans}) == 1
+    assert cap.tracer.open_runs == 0
