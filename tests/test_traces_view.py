@@ -38,7 +38,6 @@ from otel_mlflow._mlflow_trace_mapping import (
 from otel_mlflow._mlflow_traces import log_trace
 from otel_mlflow._tracer import OtelTracer
 from tests._support.fake_models import REASONING_TOKENS, FakeChatModel
-from tests._support.mlflow_server import MlflowServer
 
 QUESTION = "東京の天気は？"
 
