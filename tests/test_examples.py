@@ -137,3 +137,78 @@ def test_seed_start_run(tmp_path: Path) -> None:
     assert "Translate 'good morning' to Japanese." in table[1]["input"]
     history = client.get_metric_history(run.info.run_id, "llm.calls")
     assert len(history) == 2  # one step per trace
+
+
+# --- the README and docs stay true to the code ------------------------------------------------
+
+ROOT = EXAMPLES.parent
+DEMO_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[vertexai]" '
+                "&& otel-mlflow demo")
+TEST_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" '
+                "&& python -m pytest")
+
+
+def test_readme_first_screen_has_the_two_commands() -> None:
+    first_screen = "\n".join((ROOT / "README.md").read_text("utf-8").splitlines()[:30])
+    assert DEMO_COMMAND in first_screen
+    assert TEST_COMMAND in first_screen
+    # CI runs the README's test command (with python3 for the venv).
+    assert TEST_COMMAND.replace("python -m venv", "python3 -m venv", 1) in \
+        (ROOT / ".ci" / "run").read_text("utf-8")
+
+
+def test_configuration_doc_lists_every_argument_and_env_var() -> None:
+    import inspect
+
+    from otel_mlflow import _config
+    from otel_mlflow._configure import configure
+    from otel_mlflow._exporter import MlflowSpanExporter
+    from otel_mlflow._tracer import OtelTracer
+
+    doc = (ROOT / "docs" / "configuration.md").read_text("utf-8")
+    for func in (configure, MlflowSpanExporter.__init__, OtelTracer.__init__):
+        for name in inspect.signature(func).parameters:
+            if name in ("self", "exporter_kwargs"):
+                continue
+            assert f"`{name}`" in doc, f"{func.__qualname__}({name}) is not documented"
+    env_vars = [value for key, value in vars(_config).items()
+                if key.isupper() and isinstance(value, str) and value.isupper()
+                and "_" in value and not value.startswith("sqlite")]
+    assert len(env_vars) >= 15
+    for var in env_vars:
+        assert f"`{var}`" in doc, f"{var} is not documented"
+
+
+def test_run_schema_doc_names_every_tag_metric_and_column() -> None:
+    from otel_mlflow import _records
+
+    doc = (ROOT / "docs" / "run-schema.md").read_text("utf-8")
+    names = [value for key, value in vars(_records).items()
+             if key.startswith(("TAG_", "PARAM_", "M_", "ARTIFACT_")) and isinstance(value, str)]
+    names += list(_records.TABLE_COLUMNS)
+    assert len(names) > 30
+    for name in names:
+        assert f"`{name}" in doc, f"{name} is not in docs/run-schema.md"
+
+
+def test_spans_doc_names_every_attribute_constant() -> None:
+    from otel_mlflow import _attributes
+
+    doc = (ROOT / "docs" / "spans.md").read_text("utf-8")
+    # Every attribute or event name the tracer can emit (constants it references).
+    source = "".join((ROOT / "otel_mlflow" / name).read_text("utf-8")
+                     for name in ("_tracer.py", "_mapping.py"))
+    used = set(re.findall(r"\bA\.([A-Z_]+)\b", source))
+    assert len(used) > 30
+    missing = [value for key, value in vars(_attributes).items()
+               if key in used and isinstance(value, str) and "." in value and value not in doc]
+    assert not missing, f"not in docs/spans.md: {missing}"
+
+
+def test_docs_links_resolve() -> None:
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for path in files:
+        for target in re.findall(r"\]\(([^)#\s]+\.(?:md|py))(?:#[^)]*)?\)", path.read_text("utf-8")):
+            if target.startswith("http"):
+                continue
+            assert (path.parent / target).resolve().exists(), f"{path.name} links to {target}"
