@@ -167,6 +167,11 @@ class Redactor:
         return self._mask is not None
 
     @property
+    def key_cache(self) -> Mapping[str, bool]:
+        """Decisions of :meth:`is_secret_key` so far (read-only view for hot loops)."""
+        return self._key_cache
+
+    @property
     def json_text_safe(self) -> bool:
         """True when :meth:`redact_json_text` is equivalent to redacting each string.
 

@@ -291,8 +291,14 @@ class Serializer:
         if cls is dict:
             if len(value) > self.max_items:
                 return -1
+            known = self.redactor.key_cache  # a plain dict read: no call for known keys
             for k, item in value.items():
-                if type(k) is not str or len(k) > _MAX_KEY_CHARS or is_secret(k):
+                if type(k) is not str or len(k) > _MAX_KEY_CHARS:
+                    return -1
+                secret = known.get(k)
+                if secret is None:
+                    secret = is_secret(k)
+                if secret:
                     return -1
                 budget -= len(k) + 4
                 tv = type(item)
