@@ -155,8 +155,8 @@ class _Progress:
         else:
             self._tqdm = tqdm
 
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        done, total = _progress_args(args, kwargs)
+    def __call__(self, done: int, total: int | None) -> None:
+        """``replay``'s ``on_progress(done, total)``: entries handled so far, of how many."""
         if self._tqdm is not None:
             if self._bar is None:
                 self._bar = self._tqdm(total=total, unit="trace", file=self._stream, desc="replay")
@@ -183,23 +183,6 @@ class _Progress:
         elif self._drawn:
             self._stream.write("\n")
             self._stream.flush()
-
-
-def _progress_args(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[int, int | None]:
-    """Accept ``cb(done, total)``, ``cb(done=..., total=...)`` or ``cb(progress_object)``."""
-    if kwargs:
-        done = kwargs.get("done", kwargs.get("written", 0))
-        return int(done), kwargs.get("total")
-    if len(args) >= 2:
-        return int(args[0]), None if args[1] is None else int(args[1])
-    if len(args) == 1:
-        item = args[0]
-        done = getattr(item, "done", None)
-        if done is None:
-            done = getattr(item, "written", 0) + getattr(item, "failed", 0)
-        total = getattr(item, "total", None)
-        return int(done), None if total is None else int(total)
-    return 0, None
 
 
 # MLflow's HTTP client retries a refused connection for minutes by default (7 retries, backoff

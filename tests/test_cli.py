@@ -337,3 +337,20 @@ def test_replay_with_mlflow_down_keeps_the_spool_and_exits_1(tmp_path: Path) -> 
     assert "0 trace(s) written" in proc.stdout
     assert "1 left in the spool" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_replay_progress_bar_without_tqdm() -> None:
+    import io
+
+    from otel_mlflow.cli import _Progress
+
+    stream = io.StringIO()
+    bar = _Progress(stream)
+    bar._tqdm = None  # as on a machine without tqdm (it is optional)
+    for done in range(5):
+        bar(done, 4 if done < 4 else 4)
+    bar.close()
+    text = stream.getvalue()
+    assert "replay [" + "#" * 30 + "] 4/4 traces" in text
+    assert "0/4 traces" in text
+    assert text.endswith("\n")
