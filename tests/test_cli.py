@@ -348,7 +348,7 @@ def test_replay_progress_bar_without_tqdm() -> None:
     bar = _Progress(stream)
     bar._tqdm = None  # as on a machine without tqdm (it is optional)
     for done in range(5):
-        bar(done, 4 if done < 4 else 4)
+        bar(done, 4)
     bar.close()
     text = stream.getvalue()
     assert "replay [" + "#" * 30 + "] 4/4 traces" in text
