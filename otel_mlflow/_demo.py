@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import warnings
 from collections import deque
@@ -36,9 +37,9 @@ from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from opentelemetry.context import Context
-from pydantic import PrivateAttr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from pydantic import PrivateAttr
 
 from otel_mlflow import _attributes as attrs
 from otel_mlflow import _config
@@ -216,18 +217,18 @@ class DemoFakeChatModel(BaseChatModel):
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: Any = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         message = self._next_message()
-        words = str(message.content).split(" ") if " " in str(message.content) else list(
-            str(message.content))
-        for index, word in enumerate(words):
-            text = word if index == 0 or " " not in str(message.content) else " " + word
-            last = index == len(words) - 1
+        text = str(message.content)
+        # Words with their trailing spaces; text without spaces (Japanese) streams per character.
+        pieces = re.findall(r"\S+\s*", text) if " " in text else list(text)
+        for index, piece in enumerate(pieces or [""]):
+            last = index == len(pieces or [""]) - 1
             chunk = AIMessageChunk(
-                content=text,
+                content=piece,
                 usage_metadata=message.usage_metadata if last else None,
                 response_metadata=message.response_metadata if last else {},
             )
             if run_manager is not None:
-                run_manager.on_llm_new_token(text, chunk=ChatGenerationChunk(message=chunk))
+                run_manager.on_llm_new_token(piece, chunk=ChatGenerationChunk(message=chunk))
             yield ChatGenerationChunk(message=chunk)
 
 
@@ -453,6 +454,9 @@ def run_demo(tracking_uri: str | None = None, experiment_name: str | None = None
         steps = _run_app(chat_model, _Script(chat_model, emulator), tracer)
     provider.force_flush()
     flushed = flush(flush_timeout_seconds)
+    if not flushed:
+        _logger.warning("otel-mlflow demo: MLflow writes still pending after %.0f s",
+                        flush_timeout_seconds)
     trace_ids = tuple(collector.trace_ids)
     runs = _read_runs(uri, experiment, trace_ids)
     # A run can land a moment after flush() on a slow disk; look once more before reporting.

@@ -122,6 +122,8 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         if run.artifacts:
             out.write("    artifacts: " + ", ".join(run.artifacts) + "\n")
     out.write("\n")
+    if not report.flushed:
+        out.write("WARNING: some MLflow writes were still pending when the demo stopped waiting.\n")
     if report.missing:
         out.write(
             f"WARNING: {report.missing} trace(s) of the demo were not found as runs "
