@@ -35,6 +35,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from otel_mlflow import _attributes as A
+from otel_mlflow._messages import generation_finish_reason
 
 SKIP_TAG = "langsmith:hidden"
 AGENT_METADATA_KEY = "otel_mlflow.agent"
@@ -244,6 +245,8 @@ def _int(value: Any) -> int | None:
 
 
 def _usage_from_mapping(usage: Mapping[str, Any], attrs: dict[str, Any]) -> bool:
+    if "input_tokens" in usage and "output_tokens" in usage:
+        return _standard_usage(usage, attrs)
     input_tokens = _int(
         _get(usage, "input_tokens", "prompt_tokens", "prompt_token_count", "promptTokenCount")
     )
@@ -285,13 +288,35 @@ def _usage_from_mapping(usage: Mapping[str, Any], attrs: dict[str, Any]) -> bool
     return found
 
 
+def _standard_usage(usage: Mapping[str, Any], attrs: dict[str, Any]) -> bool:
+    """LangChain's ``UsageMetadata`` shape (the common case): direct lookups only."""
+    value = _int(usage["input_tokens"])
+    if value is not None:
+        attrs[A.GEN_AI_USAGE_INPUT_TOKENS] = value
+    value = _int(usage["output_tokens"])
+    if value is not None:
+        attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] = value
+    value = _int(usage.get("total_tokens"))
+    if value is not None:
+        attrs[A.USAGE_TOTAL_TOKENS] = value
+    details = usage.get("input_token_details")
+    if details:
+        value = _int(details.get("cache_read"))
+        if value is not None:
+            attrs[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = value
+    details = usage.get("output_token_details")
+    if details:
+        value = _int(details.get("reasoning"))
+        if value is not None:
+            attrs[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = value
+    return True
+
+
 def response_attributes(response: Any, attrs: dict[str, Any]) -> list[Any]:
     """Add response model, finish reasons and usage of an ``LLMResult`` to ``attrs``.
 
     Returns the generations of the first prompt (for output messages).
     """
-    from otel_mlflow._messages import generation_finish_reason
-
     all_generations = getattr(response, "generations", None) or []
     generations = all_generations[0] if all_generations else []
     llm_output = getattr(response, "llm_output", None) or {}

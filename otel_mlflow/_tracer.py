@@ -102,7 +102,7 @@ class _Run:
 
     __slots__ = (
         "span", "anchor", "ctx", "start_ns", "first_token_ns", "run_type", "meta", "parent",
-        "compose", "in_obj", "in_json", "out_obj", "out_json",
+        "compose", "in_obj", "in_json", "out_obj", "out_json", "rid",
     )
 
     def __init__(
@@ -131,6 +131,8 @@ class _Run:
         self.in_json: str | None = None
         self.out_obj: Any = None
         self.out_json: str | None = None
+        # The run id as text, reused as the children's parent run id attribute.
+        self.rid: str | None = None
 
 
 class OtelTracer(BaseCallbackHandler):
@@ -222,6 +224,7 @@ class OtelTracer(BaseCallbackHandler):
             record_exception=False, set_status_on_exception=False,
         )
         run = _Run(span, span, None, now, run_type, meta, parent)
+        run.rid = attrs.get(A.LC_RUN_ID)
         evicted: list[_Run] = []
         with self._lock:
             self._runs[run_id] = run
@@ -286,7 +289,8 @@ class OtelTracer(BaseCallbackHandler):
             A.LC_NAME: name,
         }
         if parent_run_id is not None:
-            attrs[A.LC_PARENT_RUN_ID] = str(parent_run_id)
+            rid = parent.rid if parent is not None else None
+            attrs[A.LC_PARENT_RUN_ID] = rid if rid is not None else str(parent_run_id)
         if parent is None:
             attrs[A.ROOT] = True
             self._active_mlflow_run(attrs)
