@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/overhead.py                    # full run (a few minutes on 2 cores)
     python benchmarks/overhead.py --rounds 3 --quick # smoke run
     python benchmarks/overhead.py --profile otel_on --workload simple   # where the time goes
+    python benchmarks/overhead.py --replay           # handler-only cost, LangChain dispatch left out
 
 Cases (each measurement runs in a FRESH subprocess; cases alternate within every round):
 
@@ -167,6 +168,64 @@ def profile(case: str, workload: str, n: int) -> None:
     stats.sort_stats("cumulative").print_stats(r"otel_mlflow|minimal_handler", 40)
 
 
+def replay(workload: str, cases: list[str], n: int) -> None:
+    """Handler-only cost: the recorded callbacks of one invocation replayed into each handler.
+
+    LangChain's own dispatch is left out, so this isolates what each handler's code costs; the
+    cases alternate in one process, so machine noise hits them alike.
+    """
+    import uuid
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    class Recorder(BaseCallbackHandler):
+        run_inline = True
+
+    def recorder(event: str) -> Any:
+        def record(self: Any, *a: Any, **k: Any) -> None:
+            calls.append((event, a, k))
+        return record
+
+    for event in ("on_chain_start", "on_chain_end", "on_chat_model_start", "on_llm_start",
+                  "on_llm_end", "on_tool_start", "on_tool_end", "on_retriever_start",
+                  "on_retriever_end"):
+        setattr(Recorder, event, recorder(event))
+    chain, arg = _workload(workload)
+    chain.invoke(arg, config={"callbacks": [Recorder()]})
+
+    def fresh_ids() -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+        ids: dict[Any, Any] = {}
+        out = []
+        for event, a, k in calls:
+            k = dict(k)
+            for name in ("run_id", "parent_run_id"):
+                if k.get(name) is not None:
+                    k[name] = ids.setdefault(k[name], uuid.uuid4())
+            out.append((event, a, k))
+        return out
+
+    handlers = {}
+    for case in cases:
+        provider, _ = _provider()
+        handlers[case] = (_callbacks(case, provider) or [None])[0]
+    timings: dict[str, list[float]] = {c: [] for c in cases}
+    for _ in range(7):
+        for case in cases:
+            handler = handlers[case]
+            batch = [fresh_ids() for _ in range(n)]
+            start = time.thread_time_ns()
+            for invocation in batch:
+                for event, a, k in invocation:
+                    getattr(handler, event)(*a, **k)
+            timings[case].append((time.thread_time_ns() - start) / n / 1000.0)
+    print(f"{workload}: {len(calls)} callbacks per invocation; handler-only CPU µs/invocation "
+          f"(median of 7 alternating batches of {n}):")
+    for case in cases:
+        print(f"  {case:10} {statistics.median(timings[case]):7.1f}")
+
+
 # --- in the parent process ------------------------------------------------------------------
 def _available(case: str, site: str | None) -> bool:
     module = {"openinference": "openinference.instrumentation.langchain",
@@ -256,6 +315,8 @@ def main() -> int:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--site", help="extra sys.path entry holding the other tracers")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--replay", action="store_true",
+                        help="handler-only cost (recorded callbacks replayed), in this process")
     parser.add_argument("--from-json", help="print the tables of a --json file again")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", default="simple", choices=WORKLOADS)
@@ -265,6 +326,10 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, args.workload, args.warmup, args.batches,
                                args.per_batch)))
+        return 0
+    if args.replay:
+        for workload in WORKLOADS:
+            replay(workload, ["minimal", "otel_off", "otel_on"], 300)
         return 0
     if args.profile:
         if args.site:
