@@ -140,12 +140,13 @@ def drain(exporter: MlflowSpanExporter, traces: Sequence[Sequence[ReadableSpan]]
 
 
 # --- cases -----------------------------------------------------------------------------------------
-def case_run_per_trace(uri: str, n: int, link: bool, spool: Path) -> dict[str, Any]:
+def case_run_per_trace(uri: str, n: int, link: bool, spool: Path,
+                       workers: int | None = None) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     experiment = f"bench-{uuid.uuid4().hex[:8]}"
     exporter = MlflowSpanExporter(uri, experiment, link_traces=link, grace_seconds=0.0,
-                                  spool_dir=str(spool))
+                                  spool_dir=str(spool), workers=workers)
     # Warm up once (client, experiment, store connection) outside the timed part.
     drain(exporter, make_traces(1))
     traces = make_traces(n)
@@ -188,6 +189,36 @@ def case_active_run(uri: str, n: int, spool: Path) -> dict[str, Any]:
         raise RuntimeError(f"active run holds {count} traces, expected {n + 1}")
     return {"traces_per_s": n / elapsed, "seconds": elapsed,
             "requests_per_trace": total / n}
+
+
+def case_mlflow_own_tracing(uri: str, n: int) -> dict[str, Any]:
+    """Anchor: MLflow's own tracing client draining the same 5-span traces to the same server."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(f"bench-mlflow-{uuid.uuid4().hex[:8]}")
+
+    def one() -> None:
+        with mlflow.start_span("invoke_workflow app", span_type="CHAIN") as root:
+            root.set_inputs({"q": CONTENT})
+            with mlflow.start_span("ChatPromptTemplate"):
+                pass
+            with mlflow.start_span("chat gemini-2.5-flash", span_type="CHAT_MODEL") as chat:
+                chat.set_inputs({"messages": [{"role": "user", "content": CONTENT}]})
+                chat.set_outputs("Tokyo")
+            with mlflow.start_span("StrOutputParser"):
+                pass
+            with mlflow.start_span("execute_tool weather", span_type="TOOL"):
+                pass
+
+    one()
+    mlflow.flush_trace_async_logging()
+    started = time.perf_counter()
+    for _ in range(n):
+        one()
+    mlflow.flush_trace_async_logging()
+    elapsed = time.perf_counter() - started
+    return {"traces_per_s": n / elapsed, "seconds": elapsed}
 
 
 class _NullExporter(SpanExporter):
@@ -240,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--active-traces", type=int, default=3000,
                         help="traces for the active-run cases")
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--server-workers", type=int, default=1,
+                        help="uvicorn workers of the local mlflow server (tests use 1)")
     args = parser.parse_args(argv)
 
     import logging
@@ -266,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_server:
                 from tests._support.mlflow_server import MlflowServer
 
-                server = MlflowServer(root=work / "server").start()
+                server = MlflowServer(
+                    root=work / "server",
+                    extra_args=("--workers", str(args.server_workers))
+                    if args.server_workers != 1 else (),
+                ).start()
                 try:
                     for link in (False, True):
                         res = case_run_per_trace(server.url, args.traces, link, work / "spool3")
@@ -274,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                                      f"{res['traces_per_s']:.1f}",
                                      f"{res['requests_per_trace']:.2f}", f"{args.traces}"))
                         details[f"server link {link}"] = res["by_endpoint"]
+                    res = case_mlflow_own_tracing(server.url, args.traces)
+                    rows.append(("anchor: MLflow's own tracing client, mlflow server",
+                                 f"{res['traces_per_s']:.1f}", "-", f"{args.traces}"))
                     res = case_active_run(server.url, args.active_traces, work / "spool4")
                     rows.append(("active run, mlflow server", f"{res['traces_per_s']:.1f}",
                                  f"{res['requests_per_trace']:.3f}", f"{args.active_traces}"))
@@ -284,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(old_cwd)
 
     print(f"# exporter throughput — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+          f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"load average {os.getloadavg()[0]:.1f}, server workers {args.server_workers}")
     print()
     print("| case | traces/s | HTTP requests/trace | traces |")
     print("| --- | ---: | ---: | ---: |")

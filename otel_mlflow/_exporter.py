@@ -22,12 +22,16 @@ retries, the on-disk spool), which calls ``MlflowWriter.write``.
 
 When a trace is complete, in priority order:
 
-1. a span without a parent or with a remote parent (the trace's local root) has ended, or a span
-   carrying ``otel_mlflow.root=True`` (a LangChain root run, possibly below a span of another
-   provider) has ended; then ``grace_seconds`` later, so children that end after their root
-   (streaming, callbacks on other threads) and spans still in another export batch arrive first;
-2. ``force_flush()`` / ``flush()`` / ``shutdown()`` write such traces at once, without the grace;
-3. a trace whose root has not ended ``trace_timeout_seconds`` after its first span arrived is
+1. a span without a parent or with a remote parent (the trace's local root) has ended: the trace
+   is due ``grace_seconds`` later, so children that end after their root (streaming, callbacks on
+   other threads) and spans still in another export batch arrive first;
+2. a span carrying ``otel_mlflow.root=True`` (a LangChain root run) has ended but it has a local
+   parent (a web request span, a user's span): that parent usually ends soon after and belongs
+   in the same run, but it may also live in another provider and never arrive; so the trace is
+   due ``max(grace_seconds, parent_wait_seconds)`` (default 10 s) after the last such root ended,
+   or ``grace_seconds`` after the local root arrives, whichever comes first;
+3. ``force_flush()`` / ``flush()`` / ``shutdown()`` write such traces at once, without the grace;
+4. a trace whose root has not ended ``trace_timeout_seconds`` after its first span arrived is
    written as a partial run (tag ``otel_mlflow.partial=true``); so are open traces at
    ``shutdown()`` and the OLDEST buffered trace when a new trace would exceed
    ``max_buffered_traces`` (never dropped silently).
@@ -52,9 +56,11 @@ Configuration (constructor argument > environment variable > default, resolved o
 - ``link_traces``: ``OTEL_MLFLOW_LINK_TRACES``, default on (MLflow Traces view, linked to the run).
 - ``grace_seconds``: ``OTEL_MLFLOW_GRACE_SECONDS``, default 1.0.
 - ``trace_timeout_seconds``: ``OTEL_MLFLOW_TRACE_TIMEOUT_SECONDS``, default 300.
+- ``parent_wait_seconds``: default 10 (rule 2 above; no environment variable).
 - ``max_buffered_traces``: ``OTEL_MLFLOW_MAX_BUFFERED_TRACES``, default 10,000.
 - ``max_spans_per_trace``: ``OTEL_MLFLOW_MAX_SPANS_PER_TRACE``, default 10,000.
-- ``workers``, ``spool_dir``, ``spool_max_bytes``, ``shutdown_timeout_seconds``,
+- ``workers``: ``OTEL_MLFLOW_WORKERS``, default 4 writer threads.
+- ``spool_dir``, ``spool_max_bytes``, ``shutdown_timeout_seconds``,
   ``retry_max_seconds``: ``OTEL_MLFLOW_WORKERS`` etc., passed to ``Delivery`` / ``Spool``.
 
 Flushing: the SDK never calls an exporter's ``force_flush``. ``BatchSpanProcessor.force_flush``
@@ -100,6 +106,10 @@ DEFAULT_TRACE_TIMEOUT_SECONDS = 300.0
 DEFAULT_MAX_BUFFERED_TRACES = 10_000
 DEFAULT_MAX_SPANS_PER_TRACE = 10_000
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
+DEFAULT_PARENT_WAIT_SECONDS = 10.0
+# Writer threads: MLflow requests are I/O-bound; 4 measured faster than 2 or 8 against a local
+# one-worker server (benchmarks/exporter_throughput.py).
+DEFAULT_WORKERS = 4
 _MAX_BATCH_TRACES = 500
 _MAX_TICK_SECONDS = 0.25
 _MAX_DONE_IDS = 50_000
@@ -112,7 +122,8 @@ _live_lock = threading.Lock()
 class _TraceBuffer:
     first_seen: float
     spans: list[ReadableSpan] = field(default_factory=list)
-    root_ended: float | None = None
+    due: float | None = None  # monotonic time the trace is complete (rules 1-2), None: open
+    has_local_root: bool = False
     dropped: int = 0
 
 
@@ -142,17 +153,14 @@ class MlflowSpanExporter(SpanExporter):
         spool_max_bytes: int | None = None,
         shutdown_timeout_seconds: float | None = None,
         retry_max_seconds: float | None = None,
+        parent_wait_seconds: float | None = None,
         write: Callable[..., None] | None = None,
     ) -> None:
         """Resolve every setting once; cheap (no network: MLflow is reached from the workers).
 
         ``write`` replaces ``MlflowWriter.write`` as the sink (another store, tests).
         """
-        from otel_mlflow._delivery import (
-            DEFAULT_RETRY_MAX_SECONDS,
-            DEFAULT_WORKERS,
-            Delivery,
-        )
+        from otel_mlflow._delivery import DEFAULT_RETRY_MAX_SECONDS, Delivery
         from otel_mlflow._mlflow_writer import (
             MlflowWriter,
             resolve_experiment_name,
@@ -180,6 +188,8 @@ class MlflowSpanExporter(SpanExporter):
             _config.MAX_SPANS_PER_TRACE, DEFAULT_MAX_SPANS_PER_TRACE))))
         self.shutdown_timeout_seconds = max(0.0, _pick(shutdown_timeout_seconds, _config.env_float(
             _config.SHUTDOWN_TIMEOUT_SECONDS, DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)))
+        self.parent_wait_seconds = max(0.0, _pick(parent_wait_seconds,
+                                                  DEFAULT_PARENT_WAIT_SECONDS))
         n_workers = int(_pick(workers, _config.env_int(_config.WORKERS, DEFAULT_WORKERS)))
         retry_max = _pick(retry_max_seconds, _config.env_float(
             _config.RETRY_MAX_SECONDS, DEFAULT_RETRY_MAX_SECONDS))
@@ -243,9 +253,12 @@ class MlflowSpanExporter(SpanExporter):
                             wake = True
                         buf = self._buffers[trace_id] = _TraceBuffer(first_seen=now)
                     # A root cut by the span cap still completes its trace.
-                    if is_trace_root(span) or is_langchain_root(span):
-                        buf.root_ended = now
+                    if is_trace_root(span):
+                        buf.has_local_root = True
+                        buf.due = now + self.grace_seconds
                         wake = wake or self.grace_seconds == 0
+                    elif is_langchain_root(span) and not buf.has_local_root:
+                        buf.due = now + max(self.grace_seconds, self.parent_wait_seconds)
                     if len(buf.spans) >= self.max_spans_per_trace:
                         buf.dropped += 1
                         continue
@@ -313,7 +326,7 @@ class MlflowSpanExporter(SpanExporter):
         trace_id, buf = self._buffers.popitem(last=False)
         self._mark_done(trace_id)
         self.stats["overflow"] += 1
-        self._evicted.append(_Ready(tuple(buf.spans), partial=buf.root_ended is None,
+        self._evicted.append(_Ready(tuple(buf.spans), partial=buf.due is None,
                                     dropped=buf.dropped))
         _faults.report(
             "exporter.overflow",
@@ -331,9 +344,7 @@ class MlflowSpanExporter(SpanExporter):
             ready.extend(self._evicted)
             self._evicted.clear()
             for trace_id, buf in list(self._buffers.items()):
-                if buf.root_ended is not None and (
-                    now is None or now - buf.root_ended >= self.grace_seconds
-                ):
+                if buf.due is not None and (now is None or now >= buf.due):
                     partial = False
                 elif include_open or (
                     now is not None and now - buf.first_seen >= self.trace_timeout_seconds
@@ -354,9 +365,8 @@ class MlflowSpanExporter(SpanExporter):
         now = time.monotonic()
         wait = _MAX_TICK_SECONDS
         for buf in self._buffers.values():
-            if buf.root_ended is not None:
-                wait = min(wait, buf.root_ended + self.grace_seconds - now)
-            # Buffers are in arrival order; the first open one bounds the timeout sweep.
+            if buf.due is not None:
+                wait = min(wait, buf.due - now)
         return max(wait, 0.0)
 
     # --- assembling ------------------------------------------------------------------------

@@ -318,3 +318,40 @@ def test_module_flush_drains_every_live_exporter(make_exporter, sink) -> None:
     assert len(sink.records) == 2
     exporters[0].shutdown()
     assert exporters[0] not in E.live_exporters()
+
+
+def test_langchain_roots_under_a_local_outer_span_wait_for_it(make_exporter, sink) -> None:
+    """Two chains inside one web-request span of the same provider: one run, nothing late."""
+    exporter = make_exporter(grace_seconds=0.1, parent_wait_seconds=5.0)
+    tracer = _provider(exporter).get_tracer("t")
+    with tracer.start_as_current_span("GET /chat") as request_span:
+        ctx = trace.set_span_in_context(request_span)
+        for i in range(2):
+            tracer.start_span(f"invoke_workflow c{i}", context=ctx,
+                              attributes={A.ROOT: True}).end()
+        time.sleep(0.3)  # longer than the grace: the first chain must not be written alone
+        assert sink.records == []
+    records = sink.wait(1)
+    time.sleep(0.2)
+    assert len(sink.records) == 1
+    assert records[0].run_name == "GET /chat" and records[0].metrics["spans"] == 3
+    assert exporter.stats["late_spans"] == 0
+
+
+def test_langchain_root_under_a_foreign_parent_is_written_after_the_wait(
+    make_exporter, sink
+) -> None:
+    """The parent lives in another provider and never arrives: written complete, not partial."""
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    exporter = make_exporter(grace_seconds=0.0, parent_wait_seconds=0.4)
+    tracer = _provider(exporter).get_tracer("t")
+    foreign = SpanContext(trace_id=0x1234, span_id=0x5678, is_remote=False,
+                          trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    ctx = trace.set_span_in_context(NonRecordingSpan(foreign))
+    tracer.start_span("invoke_workflow x", context=ctx, attributes={A.ROOT: True}).end()
+    time.sleep(0.2)
+    assert sink.records == []
+    records = sink.wait(1, timeout=5)
+    assert len(records) == 1 and not records[0].partial
+    assert records[0].run_name == "invoke_workflow x"
