@@ -110,3 +110,5 @@ RUN_TOOL = "tool"
 RUN_RETRIEVER = "retriever"
 RUN_EVICTED_ERROR = "otel_mlflow.run_evicted"  # error.type for runs ended by the open-run cap
 GEN_AI_TOOL_TYPE_FUNCTION = "function"
+AGENT_LOG = "otel_mlflow.agent.log"  # str, content-gated: an agent action's / finish's log text
+RETRY_ATTEMPT = "otel_mlflow.retry.attempt"  # int, on EVENT_RETRY

@@ -36,6 +36,7 @@ from opentelemetry.trace import SpanKind
 
 from otel_mlflow import _attributes as A
 from otel_mlflow._messages import generation_finish_reason
+from otel_mlflow._serialize import Serializer
 
 SKIP_TAG = "langsmith:hidden"
 AGENT_METADATA_KEY = "otel_mlflow.agent"
@@ -353,6 +354,50 @@ def response_attributes(response: Any, attrs: dict[str, Any]) -> list[Any]:
 def llm_span(operation: str, model: str | None) -> str:
     """Span name of an LLM call: ``chat {model}`` / ``text_completion {model}``."""
     return operation + " " + model if model else operation
+
+
+# --- span events ----------------------------------------------------------------------------
+# ``ser`` is the tracer's Serializer when content is captured, else None (content left out).
+
+
+def agent_action_attributes(action: Any, ser: Serializer | None) -> dict[str, Any]:
+    """Event attributes of a legacy ``AgentAction``: tool name, call id, arguments, log."""
+    attrs: dict[str, Any] = {A.GEN_AI_TOOL_NAME: str(getattr(action, "tool", ""))}
+    call_id = getattr(action, "tool_call_id", None)
+    if call_id:
+        attrs[A.GEN_AI_TOOL_CALL_ID] = str(call_id)
+    if ser is not None:
+        attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = ser.dumps(getattr(action, "tool_input", None))
+        log = getattr(action, "log", None)
+        if log:
+            attrs[A.AGENT_LOG] = ser.scalar(log)
+    return attrs
+
+
+def agent_finish_attributes(finish: Any, ser: Serializer | None) -> dict[str, Any]:
+    """Event attributes of a legacy ``AgentFinish``: return values and log (content only)."""
+    attrs: dict[str, Any] = {}
+    if ser is not None:
+        attrs[A.OUTPUT] = ser.dumps(getattr(finish, "return_values", None))
+        log = getattr(finish, "log", None)
+        if log:
+            attrs[A.AGENT_LOG] = ser.scalar(log)
+    return attrs
+
+
+def retry_attributes(retry_state: Any, ser: Serializer | None) -> dict[str, Any]:
+    """Event attributes of a tenacity ``RetryCallState``: attempt and the failure."""
+    attrs: dict[str, Any] = {}
+    attempt = getattr(retry_state, "attempt_number", None)
+    if isinstance(attempt, int):
+        attrs[A.RETRY_ATTEMPT] = attempt
+    outcome = getattr(retry_state, "outcome", None)
+    if outcome is not None and getattr(outcome, "failed", False):
+        exc = outcome.exception()
+        attrs["exception.type"] = type(exc).__name__
+        if ser is not None:
+            attrs["exception.message"] = ser.scalar(str(exc))
+    return attrs
 
 
 TOOL_KIND = SpanKind.INTERNAL

@@ -21,7 +21,7 @@ Design (why it looks like this):
 - Run state is bounded: the run map is capped (``max_open_runs``; when full the oldest open run is
   ended with ``error.type = otel_mlflow.run_evicted``) and runs open longer than
   ``run_ttl_seconds`` are ended with ``error.type = otel_mlflow.run_timeout`` by a sweep that runs
-  on start events at most every ``_SWEEP_INTERVAL`` seconds (no extra thread).
+  on start events at most every min(5 s, TTL / 4) (no extra thread; ``_run_map``).
 - Every callback body is wrapped: a fault is reported through ``otel_mlflow._faults`` and never
   reaches LangChain or the app.
 - Content (messages, inputs/outputs, tool arguments/results, metadata values, error messages) is
@@ -40,7 +40,6 @@ Configuration, each resolved once here (argument > environment variable > defaul
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import traceback
 from importlib.metadata import PackageNotFoundError, version
@@ -61,26 +60,28 @@ from otel_mlflow import _mapping as M
 from otel_mlflow import _messages as MSG
 from otel_mlflow._faults import report
 from otel_mlflow._redact import Redactor
+from otel_mlflow._run_map import RunMap, RunState
 from otel_mlflow._serialize import Serializer
 
 DEFAULT_RUN_TTL_SECONDS = 600.0
 DEFAULT_MAX_OPEN_RUNS = 10_000
-_SWEEP_INTERVAL_NS = 5_000_000_000
 _TRACER_NAME = "otel_mlflow"
 try:
     _VERSION = version("otel-mlflow")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0.0.0"
 
-# LangGraph raises these for control flow (interrupts, handing a command to the parent graph):
-# they end the run but are not failures.
 # LangChain compositions that pass their input to the first step and return the last step's
 # output unchanged (no user code in between), so those objects can be serialized once.
 _COMPOSITIONS = (
     "RunnableSequence", "RunnableParallel", "RunnableAssign", "RunnablePick",
     "RunnableWithFallbacks", "RunnableEach",
 )
-_CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"})
+# LangGraph raises these for control flow (interrupts, handing a command to the parent graph):
+# they end the run but are not failures.
+_CONTROL_FLOW_ERRORS = frozenset(
+    {"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"}
+)
 
 
 def _safe_str(error: BaseException) -> str:
@@ -95,44 +96,6 @@ def _safe_traceback(error: BaseException) -> str:
         return "".join(traceback.format_exception(type(error), error, error.__traceback__))
     except Exception:  # noqa: BLE001
         return _safe_str(error)
-
-
-class _Run:
-    """State of one open LangChain run (``span`` is None for a skipped run)."""
-
-    __slots__ = (
-        "span", "anchor", "ctx", "start_ns", "first_token_ns", "run_type", "meta", "parent",
-        "compose", "in_obj", "in_json", "out_obj", "out_json", "rid",
-    )
-
-    def __init__(
-        self,
-        span: Span | None,
-        anchor: Span | None,
-        ctx: Context | None,
-        start_ns: int,
-        run_type: str,
-        meta: dict[str, Any] | None,
-        parent: _Run | None,
-    ) -> None:
-        self.span = span
-        # The span children attach to: this run's own, or the nearest kept ancestor's.
-        self.anchor = anchor
-        self.ctx = ctx
-        self.start_ns = start_ns
-        self.first_token_ns = 0
-        self.run_type = run_type
-        self.meta = meta
-        self.parent = parent
-        # LangChain's own compositions hand their input to the first step and return the last
-        # step's output untouched: the same objects, serialized once (see ``_reuse``).
-        self.compose = False
-        self.in_obj: Any = None
-        self.in_json: str | None = None
-        self.out_obj: Any = None
-        self.out_json: str | None = None
-        # The run id as text, reused as the children's parent run id attribute.
-        self.rid: str | None = None
 
 
 class OtelTracer(BaseCallbackHandler):
@@ -166,22 +129,18 @@ class OtelTracer(BaseCallbackHandler):
             if run_ttl_seconds is not None
             else _config.env_float(_config.RUN_TTL_SECONDS, DEFAULT_RUN_TTL_SECONDS)
         )
-        self.run_ttl_seconds = float(ttl)
-        self._ttl_ns = int(self.run_ttl_seconds * 1e9)
-        self._sweep_interval_ns = min(_SWEEP_INTERVAL_NS, max(self._ttl_ns // 4, 1))
         cap = (
             max_open_runs
             if max_open_runs is not None
             else _config.env_int(_config.MAX_OPEN_RUNS, DEFAULT_MAX_OPEN_RUNS)
         )
-        self.max_open_runs = max(int(cap), 1)
+        self._runs = RunMap(cap, ttl)
+        self.run_ttl_seconds = self._runs.ttl_seconds
+        self.max_open_runs = self._runs.max_open
         redactor = Redactor(
             extra_keys=redact_keys, extra_patterns=redact_patterns, mask=mask
         )
         self._ser = Serializer(max_attribute_chars, redactor)
-        self._runs: dict[UUID, _Run] = {}
-        self._lock = threading.Lock()
-        self._next_sweep_ns = 0
 
     # --- public ---------------------------------------------------------------------------
     def span_for_run(self, run_id: UUID) -> Span | None:
@@ -195,7 +154,7 @@ class OtelTracer(BaseCallbackHandler):
         return len(self._runs)
 
     # --- run map --------------------------------------------------------------------------
-    def _parent(self, parent_run_id: UUID | None) -> tuple[Context | None, _Run | None]:
+    def _parent(self, parent_run_id: UUID | None) -> tuple[Context | None, RunState | None]:
         """Parent context of a new span: the parent run's anchor, else the ambient context."""
         if parent_run_id is None:
             return None, None
@@ -217,38 +176,19 @@ class OtelTracer(BaseCallbackHandler):
         now: int,
         run_type: str,
         meta: dict[str, Any] | None,
-        parent: _Run | None,
-    ) -> _Run:
+        parent: RunState | None,
+    ) -> RunState:
         span = self._tracer.start_span(
             name, context=ctx, kind=kind, attributes=attrs, start_time=now,
             record_exception=False, set_status_on_exception=False,
         )
-        run = _Run(span, span, None, now, run_type, meta, parent)
+        run = RunState(span, span, None, now, run_type, meta, parent)
         run.rid = attrs.get(A.LC_RUN_ID)
-        evicted: list[_Run] = []
-        with self._lock:
-            self._runs[run_id] = run
-            if len(self._runs) > self.max_open_runs:
-                oldest = next(iter(self._runs))
-                evicted.append(self._runs.pop(oldest))
-            if now >= self._next_sweep_ns:
-                self._next_sweep_ns = now + self._sweep_interval_ns
-                limit = now - self._ttl_ns
-                expired = []
-                for key, open_run in self._runs.items():
-                    if open_run.start_ns > limit:
-                        break
-                    expired.append(key)
-                timed_out = [self._runs.pop(key) for key in expired]
-            else:
-                timed_out = []
-        for old in evicted:
-            self._abandon(old, A.RUN_EVICTED_ERROR, now)
-        for old in timed_out:
-            self._abandon(old, A.RUN_TIMEOUT_ERROR, now)
+        for old, error_type in self._runs.add(run_id, run, now):
+            self._abandon(old, error_type, now)
         return run
 
-    def _abandon(self, run: _Run, error_type: str, now: int) -> None:
+    def _abandon(self, run: RunState, error_type: str, now: int) -> None:
         if run.span is None:
             return
         report(
@@ -260,17 +200,15 @@ class OtelTracer(BaseCallbackHandler):
         run.span.set_status(Status(StatusCode.ERROR, error_type))
         run.span.end(end_time=now)
 
-    def _skip(self, run_id: UUID, parent: _Run | None, ctx: Context | None, now: int,
+    def _skip(self, run_id: UUID, parent: RunState | None, ctx: Context | None, now: int,
               run_type: str) -> None:
         anchor = parent.anchor if parent is not None else None
-        with self._lock:
-            self._runs[run_id] = _Run(
-                None, anchor, ctx, now, run_type, parent.meta if parent else None, None
-            )
+        run = RunState(None, anchor, ctx, now, run_type, parent.meta if parent else None, None)
+        for old, error_type in self._runs.add(run_id, run, now):
+            self._abandon(old, error_type, now)
 
-    def _close(self, run_id: UUID) -> _Run | None:
-        with self._lock:
-            return self._runs.pop(run_id, None)
+    def _close(self, run_id: UUID) -> RunState | None:
+        return self._runs.pop(run_id)
 
     # --- shared attribute helpers ---------------------------------------------------------
     def _base_attrs(
@@ -281,7 +219,7 @@ class OtelTracer(BaseCallbackHandler):
         name: str,
         tags: Sequence[str] | None,
         metadata: Mapping[str, Any] | None,
-        parent: _Run | None,
+        parent: RunState | None,
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         attrs: dict[str, Any] = {
             A.LC_RUN_ID: str(run_id),
@@ -444,7 +382,7 @@ class OtelTracer(BaseCallbackHandler):
         serialized: dict[str, Any] | None,
         kwargs: dict[str, Any],
     ) -> tuple[dict[str, Any], dict[str, Any] | None, Context | None, int, str | None,
-               _Run | None]:
+               RunState | None]:
         """Common start of an LLM span: ``(attrs, metadata, context, start ns, model, parent)``."""
         now = time.time_ns()
         ctx, parent = self._parent(parent_run_id)
@@ -674,46 +612,22 @@ class OtelTracer(BaseCallbackHandler):
 
     def on_agent_action(self, action: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            attrs: dict[str, Any] = {A.GEN_AI_TOOL_NAME: str(getattr(action, "tool", ""))}
-            if self.capture_content:
-                attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = self._ser.dumps(
-                    getattr(action, "tool_input", None)
-                )
-                log = getattr(action, "log", None)
-                if log:
-                    attrs["otel_mlflow.agent.log"] = self._ser.scalar(log)
-            call_id = getattr(action, "tool_call_id", None)
-            if call_id:
-                attrs[A.GEN_AI_TOOL_CALL_ID] = str(call_id)
-            self._event(run_id, A.EVENT_AGENT_ACTION, attrs)
+            ser = self._ser if self.capture_content else None
+            self._event(run_id, A.EVENT_AGENT_ACTION, M.agent_action_attributes(action, ser))
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_agent_action", exc)
 
     def on_agent_finish(self, finish: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            attrs: dict[str, Any] = {}
-            if self.capture_content:
-                attrs[A.OUTPUT] = self._ser.dumps(getattr(finish, "return_values", None))
-                log = getattr(finish, "log", None)
-                if log:
-                    attrs["otel_mlflow.agent.log"] = self._ser.scalar(log)
-            self._event(run_id, A.EVENT_AGENT_FINISH, attrs)
+            ser = self._ser if self.capture_content else None
+            self._event(run_id, A.EVENT_AGENT_FINISH, M.agent_finish_attributes(finish, ser))
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_agent_finish", exc)
 
     def on_retry(self, retry_state: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            attrs: dict[str, Any] = {}
-            attempt = getattr(retry_state, "attempt_number", None)
-            if isinstance(attempt, int):
-                attrs["otel_mlflow.retry.attempt"] = attempt
-            outcome = getattr(retry_state, "outcome", None)
-            if outcome is not None and getattr(outcome, "failed", False):
-                exc = outcome.exception()
-                attrs["exception.type"] = type(exc).__name__
-                if self.capture_content:
-                    attrs["exception.message"] = self._ser.scalar(str(exc))
-            self._event(run_id, A.EVENT_RETRY, attrs)
+            ser = self._ser if self.capture_content else None
+            self._event(run_id, A.EVENT_RETRY, M.retry_attributes(retry_state, ser))
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_retry", exc)
 

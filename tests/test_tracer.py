@@ -420,7 +420,7 @@ def test_retry_becomes_an_event(cap: Capture) -> None:
     FlakyModel().invoke("hi", config=cap.config())
     chat = cap.by_name("chat fake-gemini-2.5-flash")
     (event,) = [e for e in chat.events if e.name == A.EVENT_RETRY]
-    assert (event.attributes or {})["otel_mlflow.retry.attempt"] == 1
+    assert (event.attributes or {})[A.RETRY_ATTEMPT] == 1
     assert (event.attributes or {})["exception.type"] == "ConnectionError"
 
 
