@@ -19,6 +19,13 @@ Then ``MlflowClient.link_traces_to_run`` links the trace to the run. The server 
 ``x-mlflow-run-id`` header, but it only logs a failed link; the explicit call raises instead, so
 a failed link is retried by the caller rather than lost.
 
+Offline / air-gapped: when MLflow stores spans with a model name and token usage it prices them
+from its model catalog, which it first tries to download (``MLFLOW_MODEL_CATALOG_URI``, a few
+retries, failures cached for a day per provider). With the embedded store that happens in this
+process, on a delivery worker, and can hold the first write up to ~30 s where downloads time out;
+set ``MLFLOW_MODEL_CATALOG_URI=""`` to use the catalog bundled with MLflow instead (a tracking
+server does the same on ingest, so set it there too).
+
 Idempotent: MLflow derives the trace id from the OTel trace id (``tr-<32 hex>``) and merges spans
 by id, and links are de-duplicated, so a replayed trace appears once. Raises on any failure (the
 delivery layer retries); the one exception is a store that cannot hold traces at all (a plain

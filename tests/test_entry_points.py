@@ -72,6 +72,9 @@ def run_instrumented(tmp_path: Path, app: str, env: dict[str, str]) -> str:
             "OTEL_SERVICE_NAME": "zero-code-app",
             "OTEL_MLFLOW_GRACE_SECONDS": "0.1",
             "OTEL_MLFLOW_SPOOL_DIR": str(tmp_path / "spool"),
+            # Offline: MLflow's span cost lookup would otherwise try to download its model
+            # catalog (with retries) before the first trace is stored.
+            "MLFLOW_MODEL_CATALOG_URI": "",
             **env,
         }
     )

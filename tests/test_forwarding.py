@@ -36,7 +36,10 @@ from tests._support.otlp_receiver import OtlpReceiver
 @pytest.fixture(scope="module")
 def second_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A second real ``mlflow server``, receiving spans only through ``POST /v1/traces``."""
-    server = MlflowServer(root=Path(tmp_path_factory.mktemp("second_mlflow"))).start()
+    server = MlflowServer(
+        root=Path(tmp_path_factory.mktemp("second_mlflow")),
+        env={"MLFLOW_MODEL_CATALOG_URI": ""},  # offline: no model-catalog download on ingest
+    ).start()
     yield server
     server.stop()
 
@@ -181,6 +184,7 @@ def _run_coexist(tmp_path: Path, mode: str, receiver: OtlpReceiver, extra: dict[
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",  # MLflow's own default is gRPC
             "OTEL_MLFLOW_SPOOL_DIR": str(tmp_path / "spool"),
+            "MLFLOW_MODEL_CATALOG_URI": "",  # offline: no model-catalog download for span costs
             **extra,
         }
     )
