@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -38,6 +39,7 @@ from otel_mlflow._mlflow_trace_mapping import (
 from otel_mlflow._mlflow_traces import log_trace
 from otel_mlflow._tracer import OtelTracer
 from tests._support.fake_models import REASONING_TOKENS, FakeChatModel
+from tests.test_basic_auth import auth_server  # noqa: F401 - the basic-auth server fixture
 
 QUESTION = "東京の天気は？"
 
@@ -311,3 +313,28 @@ def test_real_chain_trace_matches_the_runs_span_tree(client: MlflowClient, tmp_p
     root = next(s for s in trace.data.spans if s.parent_id is None)
     assert root.span_type == "CHAIN"
     assert root.inputs == {"question": QUESTION}
+
+
+# --- a server with MLflow's basic auth: credentials only from MLFLOW_TRACKING_USERNAME/PASSWORD --
+
+
+def test_basic_auth_server_uses_mlflows_own_credentials(
+    auth_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_basic_auth import ADMIN, PASSWORD, WRONG
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    client = MlflowClient(auth_server.url)
+    spans, otlp = make_trace()
+    experiment_id, run_id = _new_run(client, "auth")
+    log_trace(client, experiment_id, run_id, otlp)
+    (found,) = client.search_traces(locations=[experiment_id], run_id=run_id)
+    assert found.info.trace_id == "tr-" + trace_hex(spans)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", WRONG)
+    _, other = make_trace()
+    with pytest.raises(Exception, match="401|Unauthorized|credentials|permission"):
+        log_trace(MlflowClient(auth_server.url), experiment_id, run_id, other)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    assert len(client.search_traces(locations=[experiment_id])) == 1
