@@ -102,6 +102,7 @@ class RunSummary:
     metrics: dict[str, float]
     params: dict[str, str]
     artifacts: tuple[str, ...]
+    error_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -408,6 +409,7 @@ def _read_runs(tracking_uri: str, experiment_name: str,
                 metrics=dict(run.data.metrics),
                 params=dict(run.data.params),
                 artifacts=artifacts,
+                error_type=run.data.tags.get("otel_mlflow.error_type"),
             )
         )
     return runs

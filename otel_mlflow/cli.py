@@ -119,6 +119,8 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         shown = [(key, run.metrics[key]) for key in _demo.KEY_METRICS if key in run.metrics]
         if shown:
             out.write("    metrics:   " + ", ".join(f"{k}={_fmt_number(v)}" for k, v in shown) + "\n")
+        if run.error_type:
+            out.write(f"    error:     {run.error_type}\n")
         if run.artifacts:
             out.write("    artifacts: " + ", ".join(run.artifacts) + "\n")
     out.write("\n")

@@ -228,6 +228,8 @@ def test_demo_prints_runs_and_ui_command(demo_runs: dict[str, Any], kind: str) -
     else:
         assert "fake chat model" in stdout
     assert "step failing_call: raised" in stdout
+    expected_error = "InternalServerError" if kind == "vertexai" else "RuntimeError"
+    assert f"error:     {expected_error}" in stdout
 
 
 def test_demo_honours_tracking_uri_and_experiment(demo_runs: dict[str, Any]) -> None:
