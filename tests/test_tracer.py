@@ -559,3 +559,53 @@ def test_a_fault_while_opening_a_run_still_yields_a_span(
     assert len(spans) == 4
     assert len({s.context.trace_id for s in spans}) == 1
     assert cap.tracer.open_runs == 0
+
+
+def test_text_completion_llm_span(cap: Capture) -> None:
+    from langchain_core.language_models import FakeListLLM
+
+    llm = FakeListLLM(responses=["completed text"])
+    assert llm.invoke("complete this", config=cap.config()) == "completed text"
+    (span,) = cap.spans()
+    at = span.attributes or {}
+    assert span.name == "text_completion"  # FakeListLLM reports no model name
+    assert at[A.GEN_AI_OPERATION_NAME] == A.OP_TEXT_COMPLETION
+    assert at[A.LC_RUN_TYPE] == A.RUN_LLM
+    assert json.loads(at[A.GEN_AI_INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "complete this"}]}
+    ]
+    assert json.loads(at[A.GEN_AI_OUTPUT_MESSAGES])[0]["parts"][0]["content"] == "completed text"
+
+
+def test_huge_content_is_capped_with_a_marker() -> None:
+    capture = Capture(max_attribute_chars=2000)
+    big = "x" * 10_000_000
+    out = RunnableLambda(lambda s: len(s), name="count").invoke(big, config=capture.config())
+    assert out == 10_000_000
+    (span,) = capture.spans()
+    text = (span.attributes or {})[A.INPUT]
+    assert len(text) <= 2000
+    data = json.loads(text)
+    assert "10000000" in json.dumps(data)  # the original size is stated
+    capture.provider.shutdown()
+
+
+def test_user_redaction_rules_and_mask_hook() -> None:
+    seen: list[str | None] = []
+
+    def mask(key: str | None, value: Any) -> Any:
+        seen.append(key)
+        return "[masked]" if key == "email" else value
+
+    capture = Capture(redact_keys=["^internal_"], redact_patterns=[r"ORDER-\d+"], mask=mask)
+    RunnableLambda(lambda d: "ok", name="step").invoke(
+        {"email": "a@b.c", "internal_note": "hush", "text": "see ORDER-12345 now"},
+        config=capture.config(),
+    )
+    (span,) = capture.spans()
+    text = (span.attributes or {})[A.INPUT]
+    data = json.loads(text)
+    assert data["email"] == "[masked]"
+    assert "hush" not in text and "ORDER-12345" not in text
+    assert "email" in seen
+    capture.provider.shutdown()
