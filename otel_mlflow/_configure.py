@@ -4,7 +4,7 @@ Usage::
 
     import otel_mlflow
 
-    tracer = otel_mlflow.configure(experiment_name="my-app")   # + OTLP when OTEL_EXPORTER_OTLP_* set
+    tracer = otel_mlflow.configure(experiment_name="my-app")  # + OTLP if OTEL_EXPORTER_OTLP_* set
     chain.invoke(inputs, config={"callbacks": [tracer]})
     otel_mlflow.flush()                                          # scripts: wait for MLflow
 
@@ -14,9 +14,9 @@ What it does, in order:
 
 1. Chooses the ``TracerProvider``: the ``tracer_provider`` argument > the global SDK provider when
    one is already set (e.g. by ``opentelemetry-instrument`` or the app's own setup) > a new SDK
-   provider whose resource is ``service_name`` > ``OTEL_SERVICE_NAME`` > ``OTEL_RESOURCE_ATTRIBUTES``
-   > the SDK default. A new provider becomes the global one when ``set_global`` (default True) and
-   no SDK provider is global yet. An existing provider's resource is never changed (a differing
+   provider whose resource is ``service_name`` > ``OTEL_SERVICE_NAME`` >
+   ``OTEL_RESOURCE_ATTRIBUTES`` > the SDK default. A new provider becomes the global one when
+   ``set_global`` (default True) and no SDK provider is global yet. An existing provider's resource is never changed (a differing
    ``service_name`` is logged).
 2. Adds ``BatchSpanProcessor(MlflowSpanExporter(tracking_uri, experiment_name, link_traces=...,
    **exporter_kwargs))`` unless the provider already has an ``MlflowSpanExporter`` (from an earlier
@@ -179,7 +179,8 @@ def _warn_about_mlflow_tracing() -> None:
         _logger.warning(
             "otel_mlflow: mlflow.langchain.autolog() is on, so every LangChain run is traced twice "
             "(MLflow's trace and otel_mlflow's); turn it off with "
-            "mlflow.langchain.autolog(disable=True) or mlflow.autolog(exclude_flavors=['langchain'])"
+            "mlflow.langchain.autolog(disable=True) or "
+            "mlflow.autolog(exclude_flavors=['langchain'])"
         )
 
 
@@ -260,8 +261,8 @@ def _otlp_exporter(otlp: bool | None, endpoint: str | None) -> SpanExporter | No
             )
         except ImportError:
             _logger.warning(
-                "otel_mlflow: OTLP protocol grpc asked for but opentelemetry-exporter-otlp-proto-grpc "
-                "is not installed; using OTLP/HTTP protobuf"
+                "otel_mlflow: OTLP protocol grpc asked for but "
+                "opentelemetry-exporter-otlp-proto-grpc is not installed; using OTLP/HTTP protobuf"
             )
         else:
             return GrpcExporter(endpoint=endpoint) if endpoint else GrpcExporter()

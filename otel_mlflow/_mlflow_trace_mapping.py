@@ -158,7 +158,8 @@ def _token_usage(attrs: Mapping[str, AnyValue]) -> dict[str, int]:
         usage["output_tokens"] = output_tokens
     if total is not None:
         usage["total_tokens"] = total
-    if usage and (cache_read := _int(attrs.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS))) is not None:
+    cache_read = _int(attrs.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS))
+    if usage and cache_read is not None:
         usage["cache_read_input_tokens"] = cache_read
     return usage
 

@@ -92,7 +92,9 @@ def _is_plain_rest_store(store: Any) -> bool:
     return type(store) is RestStore
 
 
-def _post_otlp(host_creds: Any, experiment_id: str, run_id: str, payload: MlflowTracePayload) -> None:
+def _post_otlp(
+    host_creds: Any, experiment_id: str, run_id: str, payload: MlflowTracePayload
+) -> None:
     from mlflow.utils.rest_utils import http_request, verify_rest_response
 
     response = http_request(
