@@ -16,8 +16,8 @@ What it does, in order:
    one is already set (e.g. by ``opentelemetry-instrument`` or the app's own setup) > a new SDK
    provider whose resource is ``service_name`` > ``OTEL_SERVICE_NAME`` >
    ``OTEL_RESOURCE_ATTRIBUTES`` > the SDK default. A new provider becomes the global one when
-   ``set_global`` (default True) and no SDK provider is global yet. An existing provider's resource is never changed (a differing
-   ``service_name`` is logged).
+   ``set_global`` (default True) and no SDK provider is global yet. An existing provider's
+   resource is never changed (a differing ``service_name`` is logged).
 2. Adds ``BatchSpanProcessor(MlflowSpanExporter(tracking_uri, experiment_name, link_traces=...,
    **exporter_kwargs))`` unless the provider already has an ``MlflowSpanExporter`` (from an earlier
    call or from ``OTEL_TRACES_EXPORTER=mlflow``): calling ``configure()`` twice never writes a
