@@ -238,9 +238,9 @@ def _set_any_value(target: AnyValue, value: Any, depth: int) -> None:
 
 
 def _utf8(text: str) -> str:
-    """``text`` if it encodes as UTF-8; lone surrogates (from JSON ``\\ud800`` escapes) replaced."""
+    """``text`` if it encodes as UTF-8; lone surrogates (from JSON ``\\ud800`` escapes) -> U+FFFD."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
     return text

@@ -182,6 +182,63 @@ def test_mapping_rejects_payloads_without_spans(bad: bytes) -> None:
         prepare_for_mlflow(bad)
 
 
+def _one_span_payload(attributes: dict[str, object]) -> dict[str, object]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.get_tracer("t").start_span("s", attributes=attributes).end()  # type: ignore[arg-type]
+    payload = prepare_for_mlflow(encode_spans(memory.get_finished_spans()).SerializeToString())
+    provider.shutdown()
+    return _attrs_by_name(payload.request)["s"]
+
+
+@pytest.mark.parametrize(
+    ("input_json", "expected"),
+    [
+        ('{"a": null, "b": [1, 2.5, true]}', {"kvlistValue": {"values": [
+            {"key": "a"},  # an unset AnyValue: OTLP's null, which MLflow decodes to None
+            {"key": "b", "value": {"arrayValue": {"values": [
+                {"intValue": "1"}, {"doubleValue": 2.5}, {"boolValue": True}]}}},
+        ]}}),
+        ("not json at all", {"stringValue": "not json at all"}),
+        ('"\\ud800 lone"', {"stringValue": "\ufffd lone"}),  # a lone surrogate cannot be UTF-8
+        (str(2**70), {"stringValue": str(2**70)}),  # beyond int64: kept exact as text
+        ('{"otel_mlflow.truncated": true, "original_chars": 99}', {"kvlistValue": {"values": [
+            {"key": "otel_mlflow.truncated", "value": {"boolValue": True}},
+            {"key": "original_chars", "value": {"intValue": "99"}},
+        ]}}),
+    ],
+)
+def test_mapping_input_values(input_json: str, expected: dict[str, object]) -> None:
+    attrs = _one_span_payload({A.LC_RUN_TYPE: A.RUN_CHAIN, A.INPUT: input_json})
+    assert attrs[MLFLOW_SPAN_INPUTS] == expected
+    assert attrs[MLFLOW_SPAN_TYPE] == {"stringValue": "CHAIN"}
+
+
+def test_mapping_deep_nesting_is_capped_not_recursed_forever() -> None:
+    deep: object = "leaf"
+    for _ in range(500):
+        deep = [deep]
+    attrs = _one_span_payload({A.INPUT: json.dumps(deep)})
+    node = attrs[MLFLOW_SPAN_INPUTS]
+    depth = 0
+    while isinstance(node, dict) and "arrayValue" in node:
+        node = node["arrayValue"]["values"][0]
+        depth += 1
+    assert 60 <= depth <= 70
+    assert "leaf" in node["stringValue"]  # the rest kept as JSON text
+
+
+def test_mapping_never_overrides_mlflow_keys_already_present() -> None:
+    attrs = _one_span_payload(
+        {A.GEN_AI_OPERATION_NAME: A.OP_CHAT, MLFLOW_SPAN_TYPE: "LLM", A.GEN_AI_USAGE_INPUT_TOKENS: 1}
+    )
+    assert attrs[MLFLOW_SPAN_TYPE] == {"stringValue": "LLM"}
+    assert attrs[MLFLOW_CHAT_USAGE] == {
+        "kvlistValue": {"values": [{"key": "input_tokens", "value": {"intValue": "1"}}]}
+    }
+
+
 # --- real stores ------------------------------------------------------------------------------
 
 
