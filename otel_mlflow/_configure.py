@@ -156,6 +156,17 @@ def configure(
     return tracer
 
 
+def configured_providers() -> list[TracerProvider]:
+    """The providers ``configure()`` built or extended and that are still alive.
+
+    ``otel_mlflow.flush()`` can force-flush these too: a provider passed as ``tracer_provider``
+    (not the global one) otherwise keeps spans in its ``BatchSpanProcessor`` queue until its
+    schedule delay passes.
+    """
+    with _lock:
+        return list(_tracers.keys())
+
+
 def _warn_about_mlflow_tracing() -> None:
     """Say so when MLflow's own LangChain tracing would trace every run a second time."""
     if _config.env_str(MLFLOW_USE_DEFAULT_TRACER_PROVIDER) is not None and not _config.env_bool(

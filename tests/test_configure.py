@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util._once import Once
 
 import otel_mlflow
-from otel_mlflow._configure import _exporters, _traces_url, configure
+from otel_mlflow._configure import _exporters, _traces_url, configure, configured_providers
 from otel_mlflow._exporter import MlflowSpanExporter
 from otel_mlflow._tracer import OtelTracer
 from otel_mlflow.instrumentation import LangChainInstrumentor, active_tracer
@@ -120,6 +120,18 @@ def test_extends_an_existing_global_provider_and_is_idempotent(
     third = configure(capture_content=False, **FAST)
     assert third is not first
     assert kinds(provider) == ["MlflowSpanExporter"]
+
+
+def test_configured_providers_lists_the_providers_it_extended(
+    clean_otel_env: pytest.MonkeyPatch, embedded_tracking_uri: str
+) -> None:
+    provider = TracerProvider()
+    try:
+        assert provider not in configured_providers()
+        configure(tracer_provider=provider, set_global=False, **FAST)
+        assert provider in configured_providers()
+    finally:
+        provider.shutdown()
 
 
 def test_does_not_add_a_second_mlflow_exporter_to_a_hand_built_provider(
