@@ -136,7 +136,16 @@ def test_seed_start_run(tmp_path: Path) -> None:
     assert "Write a slogan for a tea shop." in table[0]["input"]
     assert "Translate 'good morning' to Japanese." in table[1]["input"]
     history = client.get_metric_history(run.info.run_id, "llm.calls")
-    assert len(history) == 2  # one step per trace
+    assert sorted(point.step for point in history) == [0, 1]  # one step per trace
+    assert run.data.tags["otel_mlflow.trace_count"] == "2"
+    trace_ids = {row["trace_id"] for row in table}
+    assert len(trace_ids) == 2
+    trees: dict[str, Any] = {}
+    for item in client.list_artifacts(run.info.run_id, "span_trees"):
+        trees.update(artifact(client, run.info.run_id, item.path, tmp_path / "trees"))
+    assert set(trees) == trace_ids
+    linked = client.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id)
+    assert len(linked) == 2
 
 
 # --- the README and docs stay true to the code ------------------------------------------------
