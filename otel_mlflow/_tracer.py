@@ -22,6 +22,8 @@ Design (why it looks like this):
   ended with ``error.type = otel_mlflow.run_evicted``) and runs open longer than
   ``run_ttl_seconds`` are ended with ``error.type = otel_mlflow.run_timeout`` by a sweep that runs
   on start events at most every min(5 s, TTL / 4) (no extra thread; ``_run_map``).
+- On construction the tracer registers with ``_model_context`` (held weakly), which makes the
+  chat span current around the provider call so HTTP client spans nest under it.
 - Every callback body is wrapped: a fault is reported through ``otel_mlflow._faults`` and never
   reaches LangChain or the app.
 - Content (messages, inputs/outputs, tool arguments/results, metadata values, error messages) is
@@ -58,6 +60,7 @@ from otel_mlflow import _attributes as A
 from otel_mlflow import _config
 from otel_mlflow import _mapping as M
 from otel_mlflow import _messages as MSG
+from otel_mlflow import _model_context
 from otel_mlflow._faults import report
 from otel_mlflow._redact import Redactor
 from otel_mlflow._run_map import RunMap, RunState
@@ -141,6 +144,8 @@ class OtelTracer(BaseCallbackHandler):
             extra_keys=redact_keys, extra_patterns=redact_patterns, mask=mask
         )
         self._ser = Serializer(max_attribute_chars, redactor)
+        # HTTP/gRPC client spans of the provider call nest under the chat span through this.
+        _model_context.register(self)
 
     # --- public ---------------------------------------------------------------------------
     def span_for_run(self, run_id: UUID) -> Span | None:
