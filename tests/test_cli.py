@@ -349,3 +349,23 @@ def test_replay_progress_bar_without_tqdm() -> None:
     assert "replay [" + "#" * 30 + "] 4/4 traces" in text
     assert "0/4 traces" in text
     assert text.endswith("\n")
+
+
+def test_demo_against_a_tracking_server(mlflow_server: Any, tmp_path: Path) -> None:
+    proc = _run(["demo", "--model", "fake", "--experiment", "demo-on-server"], tmp_path,
+                MLFLOW_TRACKING_URI=mlflow_server.url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    assert "mlflow ui" not in proc.stdout  # a server has its own UI
+    assert f"View them in the MLflow UI at {mlflow_server.url}" in proc.stdout
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    experiment = client.get_experiment_by_name("demo-on-server")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 4
+    statuses = sorted(run.data.tags["otel_mlflow.status"] for run in runs)
+    assert statuses == ["ERROR", "OK", "OK", "OK"]
+    for run in runs:
+        linked = client.search_traces(locations=[experiment.experiment_id],
+                                      run_id=run.info.run_id)
+        assert len(linked) == 1
