@@ -57,22 +57,41 @@ _MIN_SECRET_CHARS = 12
 
 
 def _value_patterns(json_text: bool) -> tuple[str, ...]:
-    """The built-in value patterns; ``json_text`` variants run over JSON text.
+    """The built-in value patterns; ``json_text`` variants run over compact JSON text.
 
-    In JSON text a match must never cross a string boundary or eat an escape's backslash (the
-    result must stay valid JSON), and whitespace inside strings may appear escaped (``\\n``).
+    Both variants must redact the same characters: in JSON text a match never crosses a string
+    boundary nor splits an escape (the result stays valid JSON), and the characters ``json``
+    escapes (backslash, control characters) are matched in their escaped form.
     """
-    body = r'(?:[^"\\]|\\.)' if json_text else r"[\s\S]"
-    end = r'(?=")' if json_text else r"\Z"
-    space = r"(?:\s|\\[tnr])+" if json_text else r"\s+"
-    quote = r"(?:\\?[\"'])?" if json_text else r"[\"']?"
-    stop = r'\s"\\' if json_text else r"\s\""
+    if json_text:
+        body = r'(?:[^"\\]|\\.)'
+        end = r'(?=")'
+        white = r"(?:\s|\\[tnrf]|\\u00(?:0b|1[c-f]))"
+
+        def chars(extra: str) -> str:
+            # One character of a token: a plain one, or an escaped backslash / non-space control.
+            return rf'(?:[^\s"\\{extra}]|\\\\|\\b|\\u00(?:0[0-7ef]|1[0-9ab]))'
+
+        quote = r"(?:\\?[\"'])?"
+        # A word start also follows an escaped control character such as "\n".
+        word = r"(?:\b|(?<=\\[tnrfb])|(?<=\\u00[0-9a-f]{2}))"
+    else:
+        body = r"[\s\S]"
+        end = r"\Z"
+        white = r"\s"
+
+        def chars(extra: str) -> str:
+            return rf'[^\s"{extra}]'
+
+        quote = r"[\"']?"
+        word = r"\b"
+    kv_stop = "',;&}"
     return (
         r"AIza[0-9A-Za-z_\-]{35}",
         r"ya29\.[0-9A-Za-z_\-.]{20,}",
         # "Bearer <token>": the token must hold a digit or token punctuation, so prose such as
         # "bearer responsibility" survives.
-        rf"(?i:bearer){space}(?=[\w\-.~+/]*[\d\-.~+/])[\w\-.~+/]{{8,}}=*",
+        rf"(?i:bearer){white}+(?=[\w\-.~+/]*[\d\-.~+/])[\w\-.~+/]{{8,}}=*",
         r"sk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_\-]{20,}",
         r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}",
         rf"-----BEGIN[A-Z ]*PRIVATE KEY-----{body}*?(?:-----END[A-Z ]*PRIVATE KEY-----|{end})",
@@ -80,11 +99,11 @@ def _value_patterns(json_text: bool) -> tuple[str, ...]:
         r"gh[pousr]_[A-Za-z0-9]{36,}",
         r"xox[abposr]-[A-Za-z0-9\-]{10,}",
         # user:password in a URL: only the password part is replaced (see _replace).
-        rf"(?<=://)(?P<url_user>[^/{stop}:@]+):(?P<url_pw>[^/{stop}@]+)(?=@)",
+        rf"(?<=://)(?P<url_user>{chars('/:@')}+):(?P<url_pw>{chars('/@')}+)(?=@)",
         # key=value / key: value inside text: only the value is replaced.
-        r"(?P<kv_key>(?i:\b(?:api[_\-]?key|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token"
-        rf"|client[_\-]?secret|secret[_\-]?key|password|passwd)){quote}\s*[:=]\s*{quote})"
-        rf"(?P<kv_val>[^{stop}',;&}}]{{4,}})",
+        rf"(?P<kv_key>{word}(?i:(?:api[_\-]?key|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token"
+        rf"|client[_\-]?secret|secret[_\-]?key|password|passwd)){quote}{white}*[:=]{white}*"
+        rf"{quote})(?P<kv_val>{chars(kv_stop)}{{4,}})",
     )
 
 

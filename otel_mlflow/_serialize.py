@@ -69,9 +69,6 @@ _BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C, ensure_ascii=False
-_encoder = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":")
-)
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
 
@@ -135,10 +132,31 @@ def _model_default(obj: Any) -> dict[str, Any]:
     return out
 
 
-_fast_encoder = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":"),
-    default=_model_default,
-)
+def _no_default(obj: Any) -> Any:
+    raise TypeError(type(obj).__name__)
+
+
+def _make_encoder(default: Any) -> Any:
+    """A reusable compact, strict JSON encoder: ``encode(obj) -> str``.
+
+    ``JSONEncoder.encode`` builds a new C encoder object on every call (a few µs on the hot
+    path); the C encoder itself is stateless without circular-reference markers, so one is
+    built here and reused. Falls back to ``JSONEncoder`` where the C accelerator is missing.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - interpreters without the C accelerator
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False,
+                                separators=(",", ":"), default=default).encode
+    iterencode = make(None, default, _encode_str, None, ":", ",", False, False, False)
+
+    def encode(obj: Any) -> str:
+        return "".join(iterencode(obj, 0))
+
+    return encode
+
+
+_fast_encode = _make_encoder(_model_default)
+_encode = _make_encoder(_no_default)
 
 
 class _Walk:
@@ -220,20 +238,20 @@ class Serializer:
                 cls is int and _INT64_MIN <= value <= _INT64_MAX
             ):
                 if self._plain_str_ok:
-                    return _encoder.encode(value)
+                    return _encode(value)
             elif self._json_text_ok:
                 out = self._fast(value)
                 if out is not None:
                     return out
             walk = _Walk()
             data = self._convert(value, key, 0, walk)
-            out = _encoder.encode(data)
+            out = _encode(data)
             if len(out) <= self.max_chars:
                 return out
             return self._truncated(out, len(out) + walk.cut)
         except Exception as exc:  # noqa: BLE001 - never raise into the host app
             report("serialize.dumps", exc)
-            return _encoder.encode({TRUNCATED_KEY: True, "error": type(exc).__name__})
+            return _encode({TRUNCATED_KEY: True, "error": type(exc).__name__})
 
     def scalar(self, value: Any, key: str | None = None) -> str | int | float | bool:
         """One attribute value: bool / int / float kept, str redacted and capped, else JSON."""
@@ -271,7 +289,7 @@ class Serializer:
         try:
             if self._scan(value, 0, self.max_chars) < 0:
                 return None
-            out = _fast_encoder.encode(value)
+            out = _fast_encode(value)
         except Exception:  # noqa: BLE001 - NaN, huge ints, odd fields: the full walk copes
             return None
         if not out.isascii():
@@ -367,14 +385,14 @@ class Serializer:
 
     def _truncated(self, text: str, original_chars: int) -> str:
         """The truncation marker with as much of ``text`` as fits in ``max_chars``."""
-        shell = _encoder.encode({TRUNCATED_KEY: True, "original_chars": original_chars,
+        shell = _encode({TRUNCATED_KEY: True, "original_chars": original_chars,
                                  "preview": ""})
         room = self.max_chars - len(shell)
         take = room
         while take > 0:
             preview = _encode_str(_clean_str(text[:take]))
             if len(preview) - 2 <= room:
-                return _encoder.encode({TRUNCATED_KEY: True, "original_chars": original_chars,
+                return _encode({TRUNCATED_KEY: True, "original_chars": original_chars,
                                         "preview": json.loads(preview)})
             # Escapes made it longer; shrink in proportion and try again.
             take = max(0, min(take - 1, int(take * room / (len(preview) - 2)) - 1))
