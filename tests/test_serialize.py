@@ -396,3 +396,23 @@ def test_property_fast_path_matches_full_walk(value: Any) -> None:
     # An identity mask hook forces the per-value walk.
     walk = Serializer(max_chars=100_000, redactor=Redactor(mask=lambda key, v: v))
     assert json.loads(fast.dumps(value)) == json.loads(walk.dumps(value))
+
+
+_tricky_piece = st.one_of(
+    st.text(alphabet=st.sampled_from(list("\x00\x08\t\n\x0b\x0c\r\x1b\x1c\x1f\\\"' :=@/ab01")),
+            max_size=10),
+    st.sampled_from(["password", "api_key", "Bearer ", "https://u:", "secret_key=", "@h/",
+                     "AIzaSyA1234567890abcdefghijklmnopqrstuv", "-----BEGIN PRIVATE KEY-----"]),
+)
+_tricky = st.lists(_tricky_piece, max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(_tricky, st.lists(_tricky, max_size=3),
+                       st.dictionaries(st.text(max_size=5), _tricky, max_size=3)))
+def test_property_json_text_redaction_handles_escapes(value: Any) -> None:
+    """Escaped quotes, backslashes and control characters: same redaction, still valid JSON."""
+    EXAMPLES["count"] += 1
+    fast = Serializer(max_chars=100_000)
+    walk = Serializer(max_chars=100_000, redactor=Redactor(mask=lambda key, v: v))
+    assert json.loads(fast.dumps(value)) == json.loads(walk.dumps(value))
