@@ -505,13 +505,22 @@ class Delivery:
                 return True
             if self._spool is None:
                 return True  # nothing to probe with; new records will test the way
+            self._spool.recover()
             entry = self._spool.claim_next()
             if entry is None:
                 return True
             try:
                 self._call_write(entry.record, 1)
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 - classified below
+                kind = classify_error(exc)
+                if kind is ErrorKind.REJECTED:
+                    self._spool.reject(entry, _short(exc))
+                    return True  # MLflow answered: it is up
                 self._spool.release(entry)
+                if kind is ErrorKind.ERROR:
+                    # Not an outage (a bug or a bad record): do not keep the circuit open on it.
+                    _faults.report("delivery.replay", exc)
+                    return True
                 raise
             self._spool.remove(entry)
             with self._lock:
@@ -528,6 +537,7 @@ class Delivery:
             self._replaying = True
             self._replay_wanted = False
         skip: set[str] = set()
+        spool.recover()  # entries claimed by processes that died since
         try:
             while not self._stop.is_set() and not self._circuit_open:
                 entry = spool.claim_next(skip)

@@ -235,6 +235,13 @@ class Spool:
         if not self._ready:
             self._prepare()
 
+    def recover(self) -> None:
+        """Release claims of dead processes (and closed spools); never raises."""
+        try:
+            self._recover()
+        except OSError as exc:
+            _faults.report("spool.recover", exc)
+
     def _recover(self) -> None:
         """Release stale claims and finish (or delete) temporary files left by a dead writer."""
         for path in list(self.directory.iterdir()):
@@ -517,7 +524,7 @@ def replay(
     from otel_mlflow._delivery import ErrorKind, classify_error, write_with_attempt
 
     uri = resolve_tracking_uri(tracking_uri)
-    spool = Spool(spool_dir, tracking_uri=uri)
+    spool = Spool(spool_dir, tracking_uri=uri)  # opening releases claims of dead processes
     factory = writer_factory or _default_writer_factory
     writers: dict[tuple[str | None, bool], Callable[..., None]] = {}
     total = spool.pending()

@@ -339,3 +339,25 @@ def test_real_client_errors_are_classified(tmp_path: Path, monkeypatch: pytest.M
     assert classify_error(requests.ConnectionError("reset")) is ErrorKind.TRANSIENT
     assert classify_error(TimeoutError()) is ErrorKind.TRANSIENT
     assert classify_error(ValueError("bug")) is ErrorKind.ERROR
+
+
+def test_a_bad_record_at_the_head_of_the_spool_does_not_hold_the_circuit_open(
+    spool: Spool,
+) -> None:
+    writer = Writer()
+    writer.mode = "down"
+    delivery = Delivery(writer, spool=spool, workers=1, open_after_failures=1, probe_max_seconds=0.5)
+    delivery.submit(rec(0))
+    wait_for(lambda: delivery.circuit_open)
+    delivery.submit(rec(1))
+    wait_for(lambda: spool.pending() == 2)
+
+    def bad_first(record: Rec) -> None:
+        if record.trace_id == f"{0:032x}":
+            raise TypeError("cannot serialise this one")
+
+    writer.mode = bad_first  # MLflow is back; record 0 trips a bug every time
+    wait_for(lambda: writer.written == [f"{1:032x}"])
+    assert not delivery.circuit_open
+    assert spool.pending() == 1  # the bad one stays on disk for a later replay, not lost
+    delivery.shutdown(1)
