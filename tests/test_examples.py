@@ -221,3 +221,40 @@ def test_docs_links_resolve() -> None:
             if target.startswith("http"):
                 continue
             assert (path.parent / target).resolve().exists(), f"{path.name} links to {target}"
+
+
+def test_configuration_doc_defaults_match_the_code() -> None:
+    from otel_mlflow import _delivery, _exporter, _serialize, _spool, _tracer
+
+    doc_lines = (ROOT / "docs" / "configuration.md").read_text("utf-8").splitlines()
+    env_table = {line.split("|")[1].strip(): line for line in doc_lines
+                 if line.startswith("| `OTEL_MLFLOW_") or line.startswith("| `OTEL_INST")}
+
+    def shown(value: float) -> str:
+        return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"
+
+    expected = {
+        "OTEL_MLFLOW_MAX_ATTRIBUTE_CHARS": _serialize.DEFAULT_MAX_CHARS,
+        "OTEL_MLFLOW_RUN_TTL_SECONDS": _tracer.DEFAULT_RUN_TTL_SECONDS,
+        "OTEL_MLFLOW_MAX_OPEN_RUNS": _tracer.DEFAULT_MAX_OPEN_RUNS,
+        "OTEL_MLFLOW_GRACE_SECONDS": _exporter.DEFAULT_GRACE_SECONDS,
+        "OTEL_MLFLOW_TRACE_TIMEOUT_SECONDS": _exporter.DEFAULT_TRACE_TIMEOUT_SECONDS,
+        "OTEL_MLFLOW_MAX_BUFFERED_TRACES": _exporter.DEFAULT_MAX_BUFFERED_TRACES,
+        "OTEL_MLFLOW_MAX_SPANS_PER_TRACE": _exporter.DEFAULT_MAX_SPANS_PER_TRACE,
+        "OTEL_MLFLOW_WORKERS": _exporter.DEFAULT_WORKERS,
+        "OTEL_MLFLOW_SPOOL_MAX_BYTES": _spool.DEFAULT_MAX_BYTES,
+        "OTEL_MLFLOW_SHUTDOWN_TIMEOUT_SECONDS": _exporter.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+        "OTEL_MLFLOW_RETRY_MAX_SECONDS": _delivery.DEFAULT_RETRY_MAX_SECONDS,
+    }
+    for var, value in expected.items():
+        line = env_table[f"`{var}`"]
+        assert shown(value) in line or f"`{value}`" in line, (var, value, line)
+    # The constructor tables repeat them: | argument | variable | default | meaning |
+    checked = 0
+    for line in doc_lines:
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) == 6 and cells[2].strip("`") in expected:
+            value = expected[cells[2].strip("`")]
+            assert cells[3].split(" ")[0] in (shown(value), f"`{value}`"), line
+            checked += 1
+    assert checked == len(expected)
