@@ -270,8 +270,12 @@ class Delivery:
             time.sleep(0.05)
 
     def shutdown(self, timeout_seconds: float | None = None) -> None:
-        """Drain within ``timeout_seconds`` (default: the constructor's), spool the rest, log."""
-        timeout = self._shutdown_timeout if timeout_seconds is None else timeout_seconds
+        """Drain for at most ``timeout_seconds`` and never longer than the constructor's
+        ``shutdown_timeout_seconds`` (the SDK passes its own 30 s budget here; the user's bound
+        wins); spool the rest; one log line. Idempotent."""
+        timeout = self._shutdown_timeout
+        if timeout_seconds is not None:
+            timeout = min(timeout, max(timeout_seconds, 0.0))
         with self._lock:
             if self._closed:
                 return

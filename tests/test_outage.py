@@ -215,3 +215,57 @@ def test_app_killed_with_spooled_traces_new_process_writes_them_once(
     again = replay(spool_dir=spool_dir, tracking_uri=mlflow_server.url)
     assert (again.written, again.failed, again.remaining) == (0, 0, 0)
     assert len(runs_of(client, "kill9")) == count  # no duplicates
+
+
+_EXITING_APP = r"""
+import logging, sys
+sys.path.insert(0, {root!r})
+logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from otel_mlflow._exporter import MlflowSpanExporter
+from otel_mlflow._tracer import OtelTracer
+from tests.test_outage import build_chain
+
+exporter = MlflowSpanExporter(
+    tracking_uri={uri!r}, experiment_name="exit", spool_dir={spool!r},
+    grace_seconds=0.1, shutdown_timeout_seconds=3.0,
+)
+provider = TracerProvider()  # registers its shutdown at interpreter exit
+provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=100))
+tracer = OtelTracer(tracer_provider=provider)
+for i in range({count}):
+    build_chain(i).invoke({{"q": "q%d" % i}}, config={{"callbacks": [tracer]}})
+print("DONE", flush=True)
+"""
+
+
+def test_interpreter_exit_with_mlflow_down_is_bounded_spools_all_and_logs_once(
+    tmp_path: Path,
+) -> None:
+    """MLflow's own client settings left at their defaults (7 retries with backoff): the
+    workers hang in those retries, and the exit still takes only the shutdown bound."""
+    from otel_mlflow._spool import Spool
+
+    count = 6
+    spool_dir = tmp_path / "spool"
+    code = _EXITING_APP.format(
+        root=str(ROOT), uri=f"http://127.0.0.1:{free_port()}", spool=str(spool_dir), count=count
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env, cwd=str(tmp_path),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().decode().strip() == "DONE"
+    exit_started = time.monotonic()
+    proc.wait(120)
+    exit_seconds = time.monotonic() - exit_started
+    stderr = proc.stderr.read().decode(errors="replace")
+    assert proc.returncode == 0, stderr
+    assert exit_seconds < 3.0 + 7.0, exit_seconds  # the bound plus joins and interpreter teardown
+    lines = [line for line in stderr.splitlines() if "at shutdown" in line]
+    assert len(lines) == 1, stderr
+    assert f"{count} trace(s)" in lines[0] and str(spool_dir) in lines[0]
+    assert Spool(spool_dir).pending() == count
