@@ -19,11 +19,12 @@ Sinks (what ``Delivery`` writes to):
 - ``sqlite``: the real ``MlflowWriter`` on the embedded ``sqlite:///mlflow.db`` in a temp dir.
 
 RSS (psutil) is sampled after the warm-up, every 5,000 traces and at the end (after flush and a
-garbage collection), with ``sys.getallocatedblocks()`` (live Python objects: the leak indicator
+garbage collection), raw and after glibc ``malloc_trim(0)`` (glibc keeps freed pages mapped, so
+raw RSS is the high-water mark of any transient backlog; trimmed RSS tracks live memory), with ``sys.getallocatedblocks()`` (live Python objects: the leak indicator
 that allocator fragmentation does not blur) and the exporter's remembered-trace-id set, which is
-capped (50,000 ids, to count late spans) and so grows until that cap by design. The run passes when end RSS - RSS at the first 5,000 is below
-``--max-growth-mb`` (default 25 MB) and no state is left in the tracer or exporter; the exit code
-says so.
+capped (50,000 ids, to count late spans) and so grows until that cap by design. The run passes
+when trimmed end RSS - trimmed RSS at the first 5,000 is below ``--max-growth-mb`` (default 25 MB) and no state
+is left in the tracer or exporter; the exit code says so.
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil  # noqa: E402
+
+
+def _libc() -> Any:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
 
 
 def build_chain() -> Any:
@@ -92,48 +104,59 @@ def main(argv: list[str] | None = None) -> int:
     config = {"callbacks": [tracer]}
     proc = psutil.Process()
 
+    libc = _libc()
+
     def rss_mb() -> float:
         return proc.memory_info().rss / 1e6
+
+    def trimmed_mb() -> float:
+        # glibc keeps freed heap pages mapped (RSS = high-water mark of any transient backlog);
+        # malloc_trim hands them back so the figure tracks live memory.
+        if libc is not None:
+            libc.malloc_trim(0)
+        return rss_mb()
 
     for i in range(200):  # warm-up: imports, caches, first allocations
         chain.invoke({"q": f"warm {i}"}, config=config)
     provider.force_flush()
     exporter.force_flush(60_000)
     gc.collect()
-    samples: list[tuple[int, float, float]] = []
-    start = time.perf_counter()
-    samples.append((0, rss_mb(), 0.0))
     print(f"sink={args.sink} traces={args.traces} workdir={workdir}", flush=True)
-    def extra() -> str:
-        done = len(getattr(exporter, "_done", ()))
-        return f"{sys.getallocatedblocks() / 1e3:>10.0f} {done:>8}"
+    print(f"{'traces':>8} {'elapsed s':>10} {'RSS MB':>8} {'trimmed':>8} {'kblocks':>8} "
+          f"{'buffered':>9} {'open runs':>9} {'done ids':>8}", flush=True)
+    # (traces, raw RSS, RSS after malloc_trim, live blocks)
+    samples: list[tuple[int, float, float, int]] = []
+    start = time.perf_counter()
 
-    print(f"{'traces':>8} {'RSS MB':>9} {'elapsed s':>10} {'buffered':>9} {'open runs':>10}"
-          f" {'kblocks':>10} {'done ids':>8}", flush=True)
-    print(f"{0:>8} {samples[0][1]:>9.1f} {0.0:>10.1f} {0:>9} {tracer.open_runs:>10} {extra()}",
-          flush=True)
+    def sample(label: int | str) -> None:
+        raw = rss_mb()
+        trimmed = trimmed_mb()
+        blocks = sys.getallocatedblocks()
+        samples.append((0 if isinstance(label, str) else label, raw, trimmed, blocks))
+        print(f"{label:>8} {time.perf_counter() - start:>10.1f} {raw:>8.1f} {trimmed:>8.1f} "
+              f"{blocks / 1e3:>8.0f} {len(getattr(exporter, '_buffers', ())):>9} "
+              f"{tracer.open_runs:>9} {len(getattr(exporter, '_done', ())):>8}", flush=True)
+
+    sample(0)
     for i in range(1, args.traces + 1):
         chain.invoke({"q": f"question {i}"}, config=config)
         if i % args.every == 0:
-            elapsed = time.perf_counter() - start
-            samples.append((i, rss_mb(), elapsed))
-            buffered = len(getattr(exporter, "_buffers", ()))
-            print(f"{i:>8} {samples[-1][1]:>9.1f} {elapsed:>10.1f} {buffered:>9} "
-                  f"{tracer.open_runs:>10} {extra()}", flush=True)
+            sample(i)
     provider.force_flush()
     flushed = exporter.force_flush(600_000)
-    gc.collect()
-    end_rss = rss_mb()
     elapsed = time.perf_counter() - start
+    gc.collect()
+    sample("end")
     buffered = len(getattr(exporter, "_buffers", ()))
-    print(f"{'end':>8} {end_rss:>9.1f} {elapsed:>10.1f} {buffered:>9} {tracer.open_runs:>10} "
-          f"{extra()}")
     delivered = exporter.delivery.stats["written"]
-    first = next((rss for n, rss, _ in samples if n >= args.every), samples[0][1])
-    growth = end_rss - first
+    _, start_raw, start_trim, _ = samples[0]
+    first = next((s for s in samples if s[0] >= args.every), samples[0])
+    _, end_raw, end_trim, _ = samples[-1]
+    growth = end_trim - first[2]
     print(
-        f"RSS start {samples[0][1]:.1f} MB, at {args.every}: {first:.1f} MB, end {end_rss:.1f} MB "
-        f"(growth after the first {args.every}: {growth:+.1f} MB); "
+        f"RSS start {start_raw:.1f} MB, end {end_raw:.1f} MB; after malloc_trim: start "
+        f"{start_trim:.1f}, at {first[0]}: {first[2]:.1f}, end {end_trim:.1f} MB "
+        f"(growth after the first {first[0]} traces: {growth:+.1f} MB); "
         f"{args.traces / elapsed:.0f} traces/s; records delivered {delivered}"
         + (f" (null sink counted {written['n']})" if args.sink == "null" else "")
         + f"; flushed={flushed}; exporter stats {exporter.stats}"

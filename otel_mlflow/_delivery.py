@@ -403,7 +403,9 @@ class Delivery:
             target = self._spool.put(record, folder=REJECTED_DIR)
             _logger.error(
                 "otel_mlflow: MLflow rejected trace %s (%s); kept in %s",
-                trace_id, _short(exc), self._spool.directory / REJECTED_DIR if target else "(nowhere)",
+                trace_id,
+                _short(exc),
+                self._spool.directory / REJECTED_DIR if target else "(nowhere: spool failed)",
             )
             with self._lock:
                 self.stats["spooled"] += 1

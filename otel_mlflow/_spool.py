@@ -125,7 +125,11 @@ def _normalize_uri(tracking_uri: str) -> str:
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
     """Argument > ``MLFLOW_TRACKING_URI`` > MLflow's default (``sqlite:///mlflow.db``)."""
-    return tracking_uri or _config.env_str(_config.MLFLOW_TRACKING_URI) or _config.DEFAULT_TRACKING_URI
+    return (
+        tracking_uri
+        or _config.env_str(_config.MLFLOW_TRACKING_URI)
+        or _config.DEFAULT_TRACKING_URI
+    )
 
 
 def default_spool_dir(tracking_uri: str | None = None) -> Path:
@@ -336,7 +340,10 @@ class Spool:
                 self._ensure_ready()
                 self._make_room(len(data))
                 self._seq += 1
-                name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}-{trace_id[:32]}{_SUFFIX}"
+                # Time first: names sort oldest first; pid + sequence keep them unique.
+                name = (
+                    f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}-{trace_id[:32]}{_SUFFIX}"
+                )
             if folder is not None:
                 _make_private_dir(self.directory / folder)
                 self._write_atomic(name, data, self.directory / folder)

@@ -101,10 +101,12 @@ def test_credentials_from_mlflow_env_and_wrong_password_spooled_not_leaked(
     tracer = OtelTracer(tracer_provider=provider)
     assert run_chains(tracer, provider, 3) == ["answer 0", "answer 1", "answer 2"]
     assert bad.force_flush(30_000) is False  # not in MLflow
+    spool = bad.delivery.spool
+    assert spool is not None
     deadline = time.monotonic() + 30
-    while bad.delivery.spool.pending() < 3 and time.monotonic() < deadline:  # type: ignore[union-attr]
+    while spool.pending() < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert bad.delivery.spool.pending() == 3  # type: ignore[union-attr]
+    assert spool.pending() == 3
     assert any(
         r.levelno >= logging.ERROR and "credentials" in r.getMessage() for r in caplog.records
     )

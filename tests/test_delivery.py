@@ -124,7 +124,9 @@ def test_outage_opens_circuit_spools_without_storm_and_replays_on_recovery(
 ) -> None:
     writer = Writer()
     writer.mode = "down"
-    delivery = Delivery(writer, spool=spool, workers=2, open_after_failures=3, probe_max_seconds=0.5)
+    delivery = Delivery(
+        writer, spool=spool, workers=2, open_after_failures=3, probe_max_seconds=0.5
+    )
     with caplog.at_level(logging.WARNING, logger="otel_mlflow._delivery"):
         delivery.submit(rec(0))
         wait_for(lambda: delivery.circuit_open)
@@ -142,7 +144,8 @@ def test_outage_opens_circuit_spools_without_storm_and_replays_on_recovery(
     assert delivery.flush(10)
     assert sorted(writer.written) == [f"{i:032x}" for i in range(101)]  # all, none twice
     last_attempt = dict(writer.calls)  # the successful call is each record's last
-    assert all(a >= 1 for a in last_attempt.values())  # replays are flagged as retries for the writer's lookup
+    # Replays are flagged as retries, so the writer looks the trace up before creating a run.
+    assert all(a >= 1 for a in last_attempt.values())
     delivery.shutdown(1)
 
 
@@ -346,7 +349,9 @@ def test_a_bad_record_at_the_head_of_the_spool_does_not_hold_the_circuit_open(
 ) -> None:
     writer = Writer()
     writer.mode = "down"
-    delivery = Delivery(writer, spool=spool, workers=1, open_after_failures=1, probe_max_seconds=0.5)
+    delivery = Delivery(
+        writer, spool=spool, workers=1, open_after_failures=1, probe_max_seconds=0.5
+    )
     delivery.submit(rec(0))
     wait_for(lambda: delivery.circuit_open)
     delivery.submit(rec(1))

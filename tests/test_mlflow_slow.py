@@ -48,7 +48,9 @@ def measure(tracking_uri: str, spool_dir: Path, experiment: str) -> tuple[list[f
     return times, (exporter, provider)
 
 
-def test_invoke_latency_does_not_depend_on_mlflow(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+def test_invoke_latency_does_not_depend_on_mlflow(
+    tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
     up, (exp_up, prov_up) = measure(mlflow_server.url, tmp_path / "up", "latency-up")
     with DelayProxy(mlflow_server.port, delay_seconds=2.0) as proxy:
         slow, (exp_slow, prov_slow) = measure(proxy.url, tmp_path / "slow", "latency-slow")
@@ -69,7 +71,8 @@ def test_invoke_latency_does_not_depend_on_mlflow(tmp_path: Path, mlflow_server:
     print(
         f"\ninvoke median ms: up {m_up * 1e3:.2f}, slow(2 s proxy) {m_slow * 1e3:.2f}, "
         f"down {m_down * 1e3:.2f}; max ms: up {max(up) * 1e3:.1f}, slow {max(slow) * 1e3:.1f}, "
-        f"down {max(down) * 1e3:.1f}; shutdown s: slow {shutdown_slow:.2f}, down {shutdown_down:.2f}"
+        f"down {max(down) * 1e3:.1f}; "
+        f"shutdown s: slow {shutdown_slow:.2f}, down {shutdown_down:.2f}"
     )
     assert m_slow < 1.5 * m_up + 0.020
     assert m_down < 1.5 * m_up + 0.020

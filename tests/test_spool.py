@@ -204,7 +204,9 @@ def test_default_dir_is_per_store_under_the_cache_without_credentials(
     assert here != there  # a relative sqlite path names a different store per directory
 
 
-def test_env_spool_dir_and_argument_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_spool_dir_and_argument_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OTEL_MLFLOW_SPOOL_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("OTEL_MLFLOW_SPOOL_MAX_BYTES", "12345")
     from_env = Spool()
@@ -283,7 +285,8 @@ def test_replay_stops_at_connection_error_and_sets_rejected_aside(tmp_path: Path
     result = replay(spool_dir=tmp_path, tracking_uri="http://x:1", writer_factory=writer.factory)
     assert [t for t, _ in writer.written] == [f"{0:032x}", f"{2:032x}"]
     assert result.written == 2 and result.failed == 2 and result.remaining == 2
-    assert [p.name.endswith(f"{1:032x}.trace.json") for p in (tmp_path / REJECTED_DIR).iterdir()] == [True]
+    rejected = [p.name for p in (tmp_path / REJECTED_DIR).iterdir()]
+    assert len(rejected) == 1 and rejected[0].endswith(f"{1:032x}.trace.json")
     writer.fail.clear()
     again = replay(spool_dir=tmp_path, tracking_uri="http://x:1", writer_factory=writer.factory)
     assert (again.written, again.remaining) == (2, 0)
