@@ -123,6 +123,7 @@ def test_server_killed_mid_stream_exactly_200_complete_runs(
         assert results == [f"answer {i}" for i in range(200)]  # the app never noticed
         assert killed_at is not None
         assert restarted.wait(120) and not restart_error, restart_error
+        down_seconds = time.monotonic() - killed_at
         provider.force_flush()
         spooled = exporter.delivery.stats["spooled"]
         exporter.force_flush(180_000)
@@ -137,6 +138,13 @@ def test_server_killed_mid_stream_exactly_200_complete_runs(
         # The outage really hit the exporter: traces went through the spool and came back.
         assert spooled > 0, exporter.delivery.stats
         assert exporter.delivery.spool is not None and exporter.delivery.spool.pending() == 0
+        stats = exporter.delivery.stats
+        print(
+            f"\noutage: server down ~{down_seconds:.0f} s (SIGKILL after trace 60, restart after "
+            f"10 s + start-up); {spooled} traces spooled, {stats['replayed']} replayed, "
+            f"{stats['retries']} retries, {stats['written']} written directly; "
+            f"runs afterwards: {len(runs)} (distinct trace ids {len(set(trace_ids))})"
+        )
         provider.shutdown()
     finally:
         if exporter is not None:
