@@ -18,6 +18,10 @@ What happens to a record, in priority order:
    - REJECTED (other 4xx, e.g. invalid parameter): spooled into ``rejected/`` with an ERROR log.
    - ERROR (anything else: a bug, an unexpected exception): spooled, counted in ``fault_counts``.
 
+A write that hangs for ``stall_seconds`` (MLflow's own client retries a refused connection for
+minutes before it raises) also opens the circuit, so records wait on disk, not in memory; the
+first write that succeeds closes it again.
+
 While the circuit is open, one supervisor thread probes MLflow (``probe()``, a cheap request; by
 default it replays the oldest spooled record) with backoff up to ``probe_max_seconds``. When the
 probe succeeds the circuit closes and the supervisor replays the whole spool, oldest first. A new
@@ -61,6 +65,7 @@ DEFAULT_QUEUE_MAX = 10_000
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
 DEFAULT_PROBE_MAX_SECONDS = 10.0
 DEFAULT_OPEN_AFTER_FAILURES = 3
+DEFAULT_STALL_SECONDS = 15.0
 _BACKOFF_BASE_SECONDS = 0.25
 _BACKOFF_CAP_SECONDS = 8.0
 _PROBE_FIRST_SECONDS = 0.5
@@ -162,6 +167,7 @@ class Delivery:
         shutdown_timeout_seconds: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
         probe: Callable[[], Any] | None = None,
         probe_max_seconds: float = DEFAULT_PROBE_MAX_SECONDS,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
         open_after_failures: int = DEFAULT_OPEN_AFTER_FAILURES,
         name: str = "otel_mlflow-delivery",
     ) -> None:
@@ -173,6 +179,7 @@ class Delivery:
         self._probe = probe
         self._probe_max = max(float(probe_max_seconds), _PROBE_FIRST_SECONDS)
         self._open_after = max(int(open_after_failures), 1)
+        self._stall = max(float(stall_seconds), 0.1)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(int(queue_max), 1))
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -181,7 +188,7 @@ class Delivery:
         self._closed = False
         self._circuit_open = False
         self._consecutive_failures = 0
-        self._inflight: dict[int, Any] = {}
+        self._inflight: dict[int, tuple[Any, float]] = {}  # thread -> (record, started)
         self._pending = 0  # submitted, not yet written or spooled
         self._replaying = False
         self._probes = 0
@@ -222,10 +229,13 @@ class Delivery:
             with self._lock:
                 self.stats["submitted"] += 1
                 closed = self._closed
-                if not closed:
+                direct = closed or (self._circuit_open and self._spool is not None)
+                if not direct:
                     self._pending += 1
-            if closed:
-                self._spool_record(record, "delivery shut down")
+            if direct:
+                # Shut down, or MLflow known down: the workers may all hang in a request, so
+                # the record goes to disk now instead of waiting in memory.
+                self._spool_record(record, "delivery shut down" if closed else None)
                 return
             try:
                 self._queue.put_nowait(record)
@@ -296,7 +306,7 @@ class Delivery:
             self._done_one()
             leftovers += 1
         with self._lock:
-            stuck = list(self._inflight.values())
+            stuck = [record for record, _ in self._inflight.values()]
         for record in stuck:
             # The hanging request may still succeed; the writer's trace-id lookup makes the
             # later replay of this copy a no-op then.
@@ -329,7 +339,7 @@ class Delivery:
             except queue.Empty:
                 continue
             with self._lock:
-                self._inflight[ident] = record
+                self._inflight[ident] = (record, time.monotonic())
             try:
                 self._deliver(record)
             except Exception as exc:  # noqa: BLE001 - a worker never dies
@@ -372,6 +382,9 @@ class Delivery:
             with self._lock:
                 self._consecutive_failures = 0
                 self.stats["written"] += 1
+                reopened = self._circuit_open
+            if reopened:
+                self._close_circuit()  # a write went through: MLflow is back
             return
 
     def _call_write(self, record: Any, attempt: int) -> None:
@@ -430,6 +443,8 @@ class Delivery:
                 "otel_mlflow: MLflow unreachable (%s); traces go to the spool %s until it is back",
                 _short(exc), self._spool.directory if self._spool is not None else "(none)",
             )
+        if self._spool is not None:
+            self._drain_queue_to_spool()
         self._wake.set()
 
     def _close_circuit(self) -> None:
@@ -489,8 +504,33 @@ class Delivery:
             if self._replay_wanted and self._spool is not None:
                 self._replay_pass()
                 continue
+            self._check_stall()
             self._wake.wait(0.5)
             self._wake.clear()
+
+    def _check_stall(self) -> None:
+        """Open the circuit when a write has hung for ``stall_seconds``.
+
+        MLflow's own HTTP client retries a refused connection for minutes before it raises, so an
+        outage may show up as hanging writes, not as errors. Opening the circuit sends new
+        records (and the queued ones) to the spool, durable, instead of waiting in memory.
+        """
+        with self._lock:
+            if self._circuit_open or not self._inflight:
+                return
+            oldest = min(started for _, started in self._inflight.values())
+        hung = time.monotonic() - oldest
+        if hung >= self._stall:
+            self._open_circuit(TimeoutError(f"no answer from MLflow for {hung:.0f} s"))
+
+    def _drain_queue_to_spool(self) -> None:
+        while True:
+            try:
+                record = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._spool_record(record, None)
+            self._done_one()
 
     def _probe_now(self, deadline: float) -> bool:
         """Ask the supervisor for a probe now; True when the circuit closed before ``deadline``."""

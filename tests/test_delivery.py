@@ -366,3 +366,26 @@ def test_a_bad_record_at_the_head_of_the_spool_does_not_hold_the_circuit_open(
     assert not delivery.circuit_open
     assert spool.pending() == 1  # the bad one stays on disk for a later replay, not lost
     delivery.shutdown(1)
+
+
+def test_hanging_writes_open_the_circuit_and_records_wait_on_disk(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MLflow's client retries for minutes before raising: a hang must count as an outage."""
+    writer = Writer()
+    writer.gate = threading.Event()
+    delivery = Delivery(writer, spool=spool, workers=2, stall_seconds=0.5)
+    with caplog.at_level(logging.WARNING, logger="otel_mlflow._delivery"):
+        for i in range(10):
+            delivery.submit(rec(i))
+        wait_for(lambda: delivery.circuit_open)
+        for i in range(10, 20):
+            delivery.submit(rec(i))
+    # 2 records hang in the workers; the other 18 are on disk, none only in memory.
+    assert spool.pending() == 18
+    assert any("no answer from MLflow" in r.getMessage() for r in caplog.records)
+    writer.gate.set()  # MLflow answers again: the hung writes finish and close the circuit
+    wait_for(lambda: not delivery.circuit_open and spool.pending() == 0)
+    assert delivery.flush(10)
+    assert sorted(set(writer.written)) == [f"{i:032x}" for i in range(20)]
+    delivery.shutdown(1)
