@@ -61,7 +61,7 @@ _logger = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 2
 DEFAULT_RETRY_MAX_SECONDS = 30.0
-DEFAULT_QUEUE_MAX = 10_000
+DEFAULT_QUEUE_MAX = 1_000  # beyond this, records wait on disk (spool), not in memory
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
 DEFAULT_PROBE_MAX_SECONDS = 10.0
 DEFAULT_OPEN_AFTER_FAILURES = 3
