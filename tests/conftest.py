@@ -15,6 +15,9 @@ from tests._support.gemini import gemini_emulator, vertexai_imported  # noqa: F4
 for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT",
              "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER"):
     os.environ.pop(_var, None)
+# Offline: MLflow prices token usage from a model catalog it first tries to download (retries,
+# seconds each); an empty URI makes it use the catalog bundled with MLflow. Servers inherit it.
+os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
 
 
 @pytest.fixture(scope="session")
