@@ -110,9 +110,23 @@ def classify_chain(
         return SKIPPED
     if name == "AgentExecutor":
         return ChainClass(False, "invoke_agent " + name, A.OP_INVOKE_AGENT, agent_name=name)
-    if is_root:
-        return ChainClass(False, "invoke_workflow " + name, A.OP_INVOKE_WORKFLOW)
-    return ChainClass(False, name)
+    cache = _ROOT_CLASSES if is_root else _PLAIN_CLASSES
+    found = cache.get(name)
+    if found is None:
+        if len(cache) >= _CLASS_CACHE_MAX:
+            cache.clear()
+        found = cache[name] = (
+            ChainClass(False, "invoke_workflow " + name, A.OP_INVOKE_WORKFLOW)
+            if is_root
+            else ChainClass(False, name)
+        )
+    return found
+
+
+# Root and plain chains classify by name alone: one shared result per name (bounded).
+_ROOT_CLASSES: dict[str, ChainClass] = {}
+_PLAIN_CLASSES: dict[str, ChainClass] = {}
+_CLASS_CACHE_MAX = 4096
 
 
 def provider_name(metadata: Mapping[str, Any] | None) -> str | None:
@@ -218,6 +232,9 @@ def user_tags(tags: Sequence[str] | None) -> tuple[str, ...] | None:
     """Tags worth keeping: without LangChain's per-step tags."""
     if not tags:
         return None
+    if len(tags) == 1:  # the common case: one step tag, or one user tag
+        tag = tags[0] if type(tags[0]) is str else str(tags[0])
+        return None if tag.startswith(_NOISE_TAG_PREFIXES) else (tag,)
     kept = tuple(t for t in map(str, tags) if not t.startswith(_NOISE_TAG_PREFIXES))
     return kept or None
 

@@ -282,6 +282,37 @@ class Serializer:
             report("serialize.scalar", exc)
             return f"<{type(value).__name__}>"
 
+    def fragment(self, value: Any, depth: int = 0) -> str | None:
+        """The JSON text ``dumps`` writes for ``value`` at nesting ``depth`` of a document, or None.
+
+        For documents built piece by piece (``otel_mlflow._content``): a string within the cap
+        that is no base64 blob, or a plain structure (see ``_fast``), gives exactly the text the
+        whole-document walk would write for it; anything needing a marker, a summary or the mask
+        hook gives None, and the caller falls back to ``dumps`` of the whole document. The caller
+        checks the finished document against ``max_chars``.
+        """
+        if not self._plain_str_ok:
+            return None
+        try:
+            if type(value) is str:
+                if len(value) >= _BASE64_MIN_CHARS and (
+                    len(value) > self._string_cap or _base64_summary(value) is not None
+                ):
+                    return None
+                return _encode_str(self.redactor.redact_text(_clean_str(value)))
+            if value is None or type(value) is bool or (
+                type(value) is int and _INT64_MIN <= value <= _INT64_MAX
+            ):
+                return _encode(value)
+            if not self._json_text_ok or self._scan(value, depth, self.max_chars) < 0:
+                return None
+            out = _fast_encode(value)
+            if not out.isascii():
+                out.encode("utf-8")
+            return self.redactor.redact_json_text(out)
+        except Exception:  # noqa: BLE001 - NaN, surrogates, odd fields: the caller's dumps copes
+            return None
+
     # --- internals --------------------------------------------------------------------------
     def _fast(self, value: Any) -> str | None:
         """JSON text through the C encoder when ``value`` is plain, else None (full walk).

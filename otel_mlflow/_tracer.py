@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
 from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -53,14 +52,15 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import ToolMessage
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Span, SpanKind, TracerProvider
 from opentelemetry.trace import set_span_in_context
 
 from otel_mlflow import _attributes as A
 from otel_mlflow import _config
 from otel_mlflow import _mapping as M
-from otel_mlflow import _messages as MSG
 from otel_mlflow import _model_context
+from otel_mlflow import _span_ops
+from otel_mlflow._content import Content
 from otel_mlflow._faults import report
 from otel_mlflow._redact import Redactor
 from otel_mlflow._run_map import RunMap, RunState
@@ -80,25 +80,6 @@ _COMPOSITIONS = (
     "RunnableSequence", "RunnableParallel", "RunnableAssign", "RunnablePick",
     "RunnableWithFallbacks", "RunnableEach",
 )
-# LangGraph raises these for control flow (interrupts, handing a command to the parent graph):
-# they end the run but are not failures.
-_CONTROL_FLOW_ERRORS = frozenset(
-    {"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"}
-)
-
-
-def _safe_str(error: BaseException) -> str:
-    try:
-        return str(error)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the error span
-        return f"<unprintable {type(error).__name__}>"
-
-
-def _safe_traceback(error: BaseException) -> str:
-    try:
-        return "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    except Exception:  # noqa: BLE001
-        return _safe_str(error)
 
 
 class OtelTracer(BaseCallbackHandler):
@@ -121,7 +102,7 @@ class OtelTracer(BaseCallbackHandler):
     ) -> None:
         super().__init__()
         provider = tracer_provider or trace_api.get_tracer_provider()
-        self._tracer = provider.get_tracer(_TRACER_NAME, _VERSION)
+        self._spans = _span_ops.SpanOps(provider.get_tracer(_TRACER_NAME, _VERSION))
         self.capture_content = (
             capture_content
             if capture_content is not None
@@ -144,6 +125,9 @@ class OtelTracer(BaseCallbackHandler):
             extra_keys=redact_keys, extra_patterns=redact_patterns, mask=mask
         )
         self._ser = Serializer(max_attribute_chars, redactor)
+        self._content = Content(self._ser)
+        # Content capture off: the serializer is not handed to the error / event code either.
+        self._content_ser = self._ser if self.capture_content else None
         # HTTP/gRPC client spans of the provider call nest under the chat span through this.
         _model_context.register(self)
 
@@ -183,12 +167,9 @@ class OtelTracer(BaseCallbackHandler):
         meta: dict[str, Any] | None,
         parent: RunState | None,
     ) -> RunState:
-        span = self._tracer.start_span(
-            name, context=ctx, kind=kind, attributes=attrs, start_time=now,
-            record_exception=False, set_status_on_exception=False,
-        )
+        span = self._spans.start(name, ctx, kind, attrs, now)
         run = RunState(span, span, None, now, run_type, meta, parent)
-        run.rid = attrs.get(A.LC_RUN_ID)
+        run.rid = attrs[A.LC_RUN_ID]
         for old, error_type in self._runs.add(run_id, run, now):
             self._abandon(old, error_type, now)
         return run
@@ -201,9 +182,7 @@ class OtelTracer(BaseCallbackHandler):
             message=f"LangChain run ended by otel_mlflow ({error_type}); open runs capped at "
             f"{self.max_open_runs}, TTL {self.run_ttl_seconds:g}s",
         )
-        run.span.set_attribute(A.ERROR_TYPE, error_type)
-        run.span.set_status(Status(StatusCode.ERROR, error_type))
-        run.span.end(end_time=now)
+        _span_ops.abandon(run.span, error_type, now)
 
     def _skip(self, run_id: UUID, parent: RunState | None, ctx: Context | None, now: int,
               run_type: str) -> None:
@@ -265,27 +244,8 @@ class OtelTracer(BaseCallbackHandler):
     def _fail(self, run_id: UUID, error: BaseException) -> None:
         now = time.time_ns()
         run = self._close(run_id)
-        if run is None or run.span is None:
-            return
-        span = run.span
-        try:
-            etype = type(error).__name__
-            if etype in _CONTROL_FLOW_ERRORS:
-                span.add_event("otel_mlflow.control_flow", {"exception.type": etype}, now)
-                return
-            # The error facts first, so a failing message below still leaves an error span.
-            span.set_status(Status(StatusCode.ERROR, None))
-            span.set_attribute(A.ERROR_TYPE, etype)
-            event: dict[str, Any] = {"exception.type": etype}
-            if self.capture_content:
-                message = self._ser.scalar(_safe_str(error))
-                span.set_attributes({A.ERROR_MESSAGE: message})
-                span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
-                event["exception.message"] = message
-                event["exception.stacktrace"] = self._ser.scalar(_safe_traceback(error))
-            span.add_event("exception", event, now)
-        finally:
-            span.end(end_time=now)
+        if run is not None and run.span is not None:
+            _span_ops.fail(run.span, error, now, self._content_ser)
 
     def _fallback(self, run_id: UUID, parent_run_id: UUID | None, run_type: str,
                   name: Any) -> None:
@@ -335,7 +295,7 @@ class OtelTracer(BaseCallbackHandler):
                 if parent is not None and inputs is parent.in_obj and parent.in_json is not None:
                     text = parent.in_json
                 else:
-                    text = self._ser.dumps(MSG.to_content(inputs))
+                    text = self._content.value(inputs)
                 attrs[A.INPUT] = text
             run = self._open(run_id, cls.span_name, cls.kind, attrs, ctx, now, A.RUN_CHAIN, meta,
                              parent)
@@ -357,9 +317,11 @@ class OtelTracer(BaseCallbackHandler):
                 if self.capture_content:
                     if outputs is run.out_obj and run.out_json is not None:
                         text = run.out_json
+                    elif type(outputs) is str and outputs is run.in_obj:
+                        text = run.in_json  # a string passed through unchanged
                     else:
-                        text = self._ser.dumps(MSG.to_content(outputs))
-                    run.span.set_attribute(A.OUTPUT, text)
+                        text = self._content.value(outputs)
+                    self._spans.set(run.span, {A.OUTPUT: text})
                     parent = run.parent
                     if parent is not None and (parent.compose or type(outputs) is str):
                         parent.out_obj = outputs
@@ -417,10 +379,10 @@ class OtelTracer(BaseCallbackHandler):
                 kwargs,
             )
             if self.capture_content and messages:
-                inputs, system = MSG.chat_input(messages[0])
-                attrs[A.GEN_AI_INPUT_MESSAGES] = self._ser.dumps(inputs)
-                if system:
-                    attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = self._ser.dumps(system)
+                inputs, system = self._content.chat_input(messages[0])
+                attrs[A.GEN_AI_INPUT_MESSAGES] = inputs
+                if system is not None:
+                    attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = system
             self._open(run_id, M.llm_span(A.OP_CHAT, model), M.LLM_KIND, attrs, ctx, now,
                        A.RUN_CHAT_MODEL, meta, parent)
         except Exception as exc:  # noqa: BLE001
@@ -444,7 +406,7 @@ class OtelTracer(BaseCallbackHandler):
                 serialized, kwargs,
             )
             if self.capture_content and prompts:
-                attrs[A.GEN_AI_INPUT_MESSAGES] = self._ser.dumps(MSG.prompt_input(prompts))
+                attrs[A.GEN_AI_INPUT_MESSAGES] = self._content.prompts(prompts)
             self._open(run_id, M.llm_span(A.OP_TEXT_COMPLETION, model), M.LLM_KIND, attrs, ctx,
                        now, A.RUN_LLM, meta, parent)
         except Exception as exc:  # noqa: BLE001
@@ -474,10 +436,8 @@ class OtelTracer(BaseCallbackHandler):
                     run.span.add_event(A.EVENT_FIRST_TOKEN, None, run.first_token_ns)
                 generations = M.response_attributes(response, attrs)
                 if self.capture_content and generations:
-                    attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._ser.dumps(
-                        MSG.output_messages(generations)
-                    )
-                run.span.set_attributes(attrs)
+                    attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._content.outputs(generations)
+                self._spans.set(run.span, attrs)
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
@@ -540,7 +500,7 @@ class OtelTracer(BaseCallbackHandler):
                     # A ToolMessage's content is the result the model sees.
                     value = output.content if isinstance(output, ToolMessage) else output
                     text = self._ser.dumps(value)
-                    run.span.set_attributes({A.OUTPUT: text, A.GEN_AI_TOOL_CALL_RESULT: text})
+                    self._spans.set(run.span, {A.OUTPUT: text, A.GEN_AI_TOOL_CALL_RESULT: text})
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
@@ -596,7 +556,7 @@ class OtelTracer(BaseCallbackHandler):
                         }
                         for d in documents
                     ]
-                    run.span.set_attribute(A.OUTPUT, self._ser.dumps(docs))
+                    self._spans.set(run.span, {A.OUTPUT: self._ser.dumps(docs)})
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
@@ -617,21 +577,21 @@ class OtelTracer(BaseCallbackHandler):
 
     def on_agent_action(self, action: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            ser = self._ser if self.capture_content else None
+            ser = self._content_ser
             self._event(run_id, A.EVENT_AGENT_ACTION, M.agent_action_attributes(action, ser))
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_agent_action", exc)
 
     def on_agent_finish(self, finish: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            ser = self._ser if self.capture_content else None
+            ser = self._content_ser
             self._event(run_id, A.EVENT_AGENT_FINISH, M.agent_finish_attributes(finish, ser))
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_agent_finish", exc)
 
     def on_retry(self, retry_state: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            ser = self._ser if self.capture_content else None
+            ser = self._content_ser
             self._event(run_id, A.EVENT_RETRY, M.retry_attributes(retry_state, ser))
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_retry", exc)
