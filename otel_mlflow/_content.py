@@ -33,8 +33,20 @@ _TOOL_RESULT_TYPES = frozenset({"tool", "function", "ToolMessageChunk"})
 _AI_TYPES = frozenset({"ai", "AIMessageChunk"})
 
 
+# Per-trace memo of message parts (see ``Content``): at most this many messages per trace.
+MEMO_MAX = 512
+
+
 class Content:
-    """JSON text of content values for one tracer (see the module docstring)."""
+    """JSON text of content values for one tracer (see the module docstring).
+
+    ``memo``: a dict shared by the runs of one trace (or None). The same message objects come
+    back within a trace (a prompt's output messages are the chat model's input; its reply is
+    the next step's input; an agent re-sends its whole history on every model call), so the
+    JSON of each message's parts is kept there, keyed by the object's id together with the
+    object itself (an id is never reused while the memo holds the object) and checked against
+    the message's current ``content`` and ``tool_calls`` objects.
+    """
 
     __slots__ = ("_ser", "_frag", "_max")
 
@@ -44,23 +56,24 @@ class Content:
         self._max = ser.max_chars
 
     # --- public ---------------------------------------------------------------------------
-    def value(self, value: Any) -> str:
+    def value(self, value: Any, memo: dict[int, Any] | None = None) -> str:
         """A chain/tool input or output: ``dumps(to_content(value))``."""
         cls = type(value)
         if cls is str or cls is dict and "messages" not in value:
             return self._ser.dumps(value)
         text: str | None = None
         if isinstance(value, BaseMessage):
-            text = self._message(value, 0)
+            text = self._message(value, 0, memo)
         elif cls is ChatPromptValue or cls is list:
             items = value.messages if cls is ChatPromptValue else value
             if type(items) is list and items and isinstance(items[0], BaseMessage):
-                text = self._messages(items, 0)
+                text = self._messages(items, memo)
         if text is not None and len(text) <= self._max:
             return text
         return self._ser.dumps(MSG.to_content(value))
 
-    def chat_input(self, messages: Sequence[Any]) -> tuple[str, str | None]:
+    def chat_input(self, messages: Sequence[Any],
+                   memo: dict[int, Any] | None = None) -> tuple[str, str | None]:
         """``(gen_ai.input.messages, gen_ai.system_instructions or None)`` of a chat call."""
         out: list[str] = []
         system: list[str] = []
@@ -68,16 +81,14 @@ class Content:
             if not isinstance(message, BaseMessage):
                 break
             if MSG.role_of(message) == "system":
-                text = message.content
-                if type(text) is not str:
+                # A system message's parts are its content parts (no tool calls).
+                parts = self._parts(message, 2, memo)
+                if parts is None:
                     break
-                if text:
-                    part = self._text_part(text, 2)
-                    if part is None:
-                        break
-                    system.append(part)
+                if parts != "[]":
+                    system.append(parts[1:-1])
                 continue
-            entry = self._message(message, 1)
+            entry = self._message(message, 1, memo)
             if entry is None:
                 break
             out.append(entry)
@@ -88,24 +99,29 @@ class Content:
                 instructions is None or len(instructions) <= self._max
             ):
                 return inputs, instructions
-        data, parts = MSG.chat_input(messages)
-        return self._ser.dumps(data), (self._ser.dumps(parts) if parts else None)
+        data, parts_list = MSG.chat_input(messages)
+        return self._ser.dumps(data), (self._ser.dumps(parts_list) if parts_list else None)
 
     def prompts(self, prompts: Sequence[str]) -> str:
         """``gen_ai.input.messages`` of a text-completion call."""
         return self._ser.dumps(MSG.prompt_input(prompts))
 
-    def outputs(self, generations: Sequence[Any]) -> str:
-        """``gen_ai.output.messages`` of one call: one assistant message per generation."""
+    def outputs(self, generations: Sequence[Any], reasons: Sequence[str | None] | None = None,
+                memo: dict[int, Any] | None = None) -> str:
+        """``gen_ai.output.messages`` of one call: one assistant message per generation.
+
+        ``reasons``: each generation's finish reason when already read, else None.
+        """
         out: list[str] = []
-        for generation in generations:
+        for index, generation in enumerate(generations):
             message = getattr(generation, "message", None)
             if message is None:
                 break
-            parts = self._parts(message, 2)
+            parts = self._parts(message, 2, memo)
             if parts is None:
                 break
-            reason = MSG.generation_finish_reason(generation)
+            reason = (reasons[index] if reasons is not None and index < len(reasons)
+                      else MSG.generation_finish_reason(generation))
             if reason is None:
                 out.append('{"role":"assistant","parts":' + parts + "}")
             else:
@@ -121,23 +137,23 @@ class Content:
         return self._ser.dumps(MSG.output_messages(generations))
 
     # --- internals ------------------------------------------------------------------------
-    def _messages(self, messages: list[Any], depth: int) -> str | None:
+    def _messages(self, messages: list[Any], memo: dict[int, Any] | None) -> str | None:
         out = []
         for message in messages:
             if not isinstance(message, BaseMessage):
                 return None
-            entry = self._message(message, depth + 1)
+            entry = self._message(message, 1, memo)
             if entry is None:
                 return None
             out.append(entry)
         return "[" + ",".join(out) + "]"
 
-    def _message(self, message: Any, depth: int) -> str | None:
+    def _message(self, message: Any, depth: int, memo: dict[int, Any] | None) -> str | None:
         """``message_dict(message)`` as JSON text, or None (general path)."""
         role = _ROLE_JSON.get(MSG.role_of(message))
         if role is None:
             return None
-        parts = self._parts(message, depth + 1)
+        parts = self._parts(message, depth + 1, memo)
         if parts is None:
             return None
         name = message.name
@@ -148,12 +164,28 @@ class Content:
             return '{"role":' + role + ',"parts":' + parts + ',"name":' + frag + "}"
         return '{"role":' + role + ',"parts":' + parts + "}"
 
-    def _text_part(self, text: str, depth: int) -> str | None:
-        frag = self._frag(text, depth + 1)
-        return None if frag is None else '{"type":"text","content":' + frag + "}"
+    def _parts(self, message: Any, depth: int, memo: dict[int, Any] | None) -> str | None:
+        """``message_parts(message)`` as JSON text (memoized per trace), or None."""
+        if memo is None:
+            return self._new_parts(message, depth)
+        content = message.content
+        calls = getattr(message, "tool_calls", None) if message.type in _AI_TYPES else None
+        entry = memo.get(id(message))
+        if (
+            entry is not None
+            and entry[0] is message
+            and entry[1] is content
+            and entry[2] is calls
+            # Depth bounds the scan of tool-call arguments only.
+            and (not calls or entry[3] == depth)
+        ):
+            return entry[4]  # type: ignore[no-any-return]
+        parts = self._new_parts(message, depth)
+        if parts is not None and len(memo) < MEMO_MAX:
+            memo[id(message)] = (message, content, calls, depth, parts)
+        return parts
 
-    def _parts(self, message: Any, depth: int) -> str | None:
-        """``message_parts(message)`` as JSON text, or None (general path)."""
+    def _new_parts(self, message: Any, depth: int) -> str | None:
         mtype = message.type
         content = message.content
         if mtype in _TOOL_RESULT_TYPES:
@@ -168,12 +200,12 @@ class Content:
             return None
         parts: list[str] = []
         if content:
-            part = self._text_part(content, depth + 1)
-            if part is None:
+            frag = self._frag(content, depth + 2)
+            if frag is None:
                 return None
-            parts.append(part)
+            parts.append('{"type":"text","content":' + frag + "}")
         if mtype in _AI_TYPES:
-            for call in message.tool_calls or ():
+            for call in getattr(message, "tool_calls", None) or ():
                 if type(call) is not dict:
                     return None
                 ident = self._frag(call.get("id"), depth + 2)

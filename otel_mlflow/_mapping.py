@@ -217,15 +217,25 @@ def user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Metadata worth keeping on a span: without LangChain/LangGraph bookkeeping keys."""
     if not metadata:
         return None
-    kept = {
-        k: v
-        for k, v in metadata.items()
-        if not (
-            type(k) is str
-            and (k in _NOISE_METADATA_KEYS or k.startswith(_NOISE_METADATA_PREFIXES))
-        )
-    }
+    noise = _noise_keys
+    kept = {}
+    for k, v in metadata.items():
+        if type(k) is str:
+            is_noise = noise.get(k)
+            if is_noise is None:
+                is_noise = k in _NOISE_METADATA_KEYS or k.startswith(_NOISE_METADATA_PREFIXES)
+                if len(noise) >= _NOISE_CACHE_MAX:
+                    noise.clear()
+                noise[k] = is_noise
+            if is_noise:
+                continue
+        kept[k] = v
     return kept or None
+
+
+# Noise decisions per metadata key: the same few keys come back on every run.
+_noise_keys: dict[str, bool] = {}
+_NOISE_CACHE_MAX = 4096
 
 
 def user_tags(tags: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -243,7 +253,8 @@ def user_tags(tags: Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def _get(mapping: Any, *keys: str) -> Any:
-    if not isinstance(mapping, Mapping):
+    # ``type is dict`` first: the ABC isinstance check costs more than the lookups.
+    if type(mapping) is not dict and not isinstance(mapping, Mapping):
         return None
     for key in keys:
         value = mapping.get(key)
@@ -330,10 +341,13 @@ def _standard_usage(usage: Mapping[str, Any], attrs: dict[str, Any]) -> bool:
     return True
 
 
-def response_attributes(response: Any, attrs: dict[str, Any]) -> list[Any]:
+def response_attributes(
+    response: Any, attrs: dict[str, Any], reasons_out: list[str | None] | None = None
+) -> list[Any]:
     """Add response model, finish reasons and usage of an ``LLMResult`` to ``attrs``.
 
-    Returns the generations of the first prompt (for output messages).
+    Returns the generations of the first prompt (for output messages); ``reasons_out``, when
+    given, receives each generation's finish reason (or None), so they are read once.
     """
     all_generations = getattr(response, "generations", None) or []
     generations = all_generations[0] if all_generations else []
@@ -354,7 +368,10 @@ def response_attributes(response: Any, attrs: dict[str, Any]) -> list[Any]:
     if isinstance(response_id, str):
         attrs[A.GEN_AI_RESPONSE_ID] = response_id
 
-    reasons = [r for r in (generation_finish_reason(g) for g in generations) if r is not None]
+    each = [generation_finish_reason(g) for g in generations]
+    if reasons_out is not None:
+        reasons_out.extend(each)
+    reasons = [r for r in each if r is not None]
     if reasons:
         attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(reasons)
 

@@ -94,7 +94,22 @@ class SpanOps:
         """Start a span with ``attrs`` as its start attributes (never made current)."""
         if self._blind and self._multi is not None and self._quiet_start():
             span = self._tracer.start_span(name, ctx, kind, None, (), now, False, False)
-            self.set(span, attrs)
+            if type(span) is _SdkSpan:
+                try:
+                    bounded = span._attributes  # type: ignore[attr-defined]
+                    maxlen = bounded.maxlen
+                    if (
+                        bounded._dict == {}
+                        and bounded.max_value_len is None
+                        and bounded._immutable is False
+                        and (maxlen is None or len(attrs) <= maxlen)
+                    ):
+                        # A fresh span's empty dict: take ``attrs`` as it is (no copy).
+                        bounded._dict = attrs
+                        return span
+                except AttributeError:  # another SDK layout: the public API below
+                    pass
+            span.set_attributes(attrs)
             return span
         return self._tracer.start_span(
             name, context=ctx, kind=kind, attributes=attrs, start_time=now,

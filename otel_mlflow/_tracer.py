@@ -170,6 +170,10 @@ class OtelTracer(BaseCallbackHandler):
         span = self._spans.start(name, ctx, kind, attrs, now)
         run = RunState(span, span, None, now, run_type, meta, parent)
         run.rid = attrs[A.LC_RUN_ID]
+        if parent is not None:
+            run.memo = parent.memo
+        elif self.capture_content:
+            run.memo = {}
         for old, error_type in self._runs.add(run_id, run, now):
             self._abandon(old, error_type, now)
         return run
@@ -188,6 +192,7 @@ class OtelTracer(BaseCallbackHandler):
               run_type: str) -> None:
         anchor = parent.anchor if parent is not None else None
         run = RunState(None, anchor, ctx, now, run_type, parent.meta if parent else None, None)
+        run.memo = parent.memo if parent is not None else None
         for old, error_type in self._runs.add(run_id, run, now):
             self._abandon(old, error_type, now)
 
@@ -210,24 +215,27 @@ class OtelTracer(BaseCallbackHandler):
             A.LC_RUN_TYPE: run_type,
             A.LC_NAME: name,
         }
-        if parent_run_id is not None:
-            rid = parent.rid if parent is not None else None
-            attrs[A.LC_PARENT_RUN_ID] = rid if rid is not None else str(parent_run_id)
-        if parent is None:
+        if parent is not None:
+            # The parent's run id as text was made once, for the parent's own span.
+            attrs[A.LC_PARENT_RUN_ID] = parent.rid or str(parent_run_id)
+        else:
             attrs[A.ROOT] = True
+            if parent_run_id is not None:
+                attrs[A.LC_PARENT_RUN_ID] = str(parent_run_id)
             self._active_mlflow_run(attrs)
-        kept_tags = M.user_tags(tags)
-        if kept_tags:
-            attrs[A.LC_TAGS] = kept_tags
-        meta = None
-        if metadata:
-            conversation = M.conversation_id(metadata)
-            if conversation is not None:
-                attrs[A.GEN_AI_CONVERSATION_ID] = conversation
-            meta = M.user_metadata(metadata)
-            # Inherited metadata repeats on every child; write it where it changes (and on roots).
-            if meta and self.capture_content and (parent is None or meta != parent.meta):
-                attrs[A.LC_METADATA] = self._ser.dumps(meta)
+        if tags:
+            kept_tags = M.user_tags(tags)
+            if kept_tags:
+                attrs[A.LC_TAGS] = kept_tags
+        if not metadata:
+            return attrs, None
+        conversation = M.conversation_id(metadata)
+        if conversation is not None:
+            attrs[A.GEN_AI_CONVERSATION_ID] = conversation
+        meta = M.user_metadata(metadata)
+        # Inherited metadata repeats on every child; write it where it changes (and on roots).
+        if meta and self.capture_content and (parent is None or meta != parent.meta):
+            attrs[A.LC_METADATA] = self._ser.dumps(meta)
         return attrs, meta
 
     @staticmethod
@@ -295,7 +303,7 @@ class OtelTracer(BaseCallbackHandler):
                 if parent is not None and inputs is parent.in_obj and parent.in_json is not None:
                     text = parent.in_json
                 else:
-                    text = self._content.value(inputs)
+                    text = self._content.value(inputs, parent.memo if parent else None)
                 attrs[A.INPUT] = text
             run = self._open(run_id, cls.span_name, cls.kind, attrs, ctx, now, A.RUN_CHAIN, meta,
                              parent)
@@ -320,7 +328,7 @@ class OtelTracer(BaseCallbackHandler):
                     elif type(outputs) is str and outputs is run.in_obj:
                         text = run.in_json  # a string passed through unchanged
                     else:
-                        text = self._content.value(outputs)
+                        text = self._content.value(outputs, run.memo)
                     self._spans.set(run.span, {A.OUTPUT: text})
                     parent = run.parent
                     if parent is not None and (parent.compose or type(outputs) is str):
@@ -379,7 +387,9 @@ class OtelTracer(BaseCallbackHandler):
                 kwargs,
             )
             if self.capture_content and messages:
-                inputs, system = self._content.chat_input(messages[0])
+                inputs, system = self._content.chat_input(
+                    messages[0], parent.memo if parent is not None else None
+                )
                 attrs[A.GEN_AI_INPUT_MESSAGES] = inputs
                 if system is not None:
                     attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = system
@@ -434,9 +444,12 @@ class OtelTracer(BaseCallbackHandler):
                     attrs[A.STREAMED] = True
                     attrs[A.TTFT_MS] = (run.first_token_ns - run.start_ns) / 1e6
                     run.span.add_event(A.EVENT_FIRST_TOKEN, None, run.first_token_ns)
-                generations = M.response_attributes(response, attrs)
+                reasons: list[str | None] = []
+                generations = M.response_attributes(response, attrs, reasons)
                 if self.capture_content and generations:
-                    attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._content.outputs(generations)
+                    attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._content.outputs(
+                        generations, reasons, run.memo
+                    )
                 self._spans.set(run.span, attrs)
             finally:
                 run.span.end(end_time=now)
