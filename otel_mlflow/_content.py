@@ -136,6 +136,13 @@ class Content:
                 return text
         return self._ser.dumps(MSG.output_messages(generations))
 
+    def documents(self, documents: Sequence[Any]) -> str:
+        """A retriever's result: each document's ``page_content`` and ``metadata``."""
+        return self._ser.dumps([
+            {"page_content": getattr(d, "page_content", d), "metadata": getattr(d, "metadata", None)}
+            for d in documents
+        ])
+
     # --- internals ------------------------------------------------------------------------
     def _messages(self, messages: list[Any], memo: dict[int, Any] | None) -> str | None:
         out = []

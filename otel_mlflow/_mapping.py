@@ -385,6 +385,20 @@ def response_attributes(
     return generations
 
 
+def tool_attributes(name: str, serialized: Mapping[str, Any] | None, call_id: Any,
+                    ser: Serializer, attrs: dict[str, Any]) -> None:
+    """Add a tool run's GenAI attributes to ``attrs`` (the description redacted and capped)."""
+    attrs[A.GEN_AI_OPERATION_NAME] = A.OP_EXECUTE_TOOL
+    attrs[A.GEN_AI_TOOL_NAME] = name
+    attrs[A.GEN_AI_TOOL_TYPE] = A.GEN_AI_TOOL_TYPE_FUNCTION
+    if call_id:
+        attrs[A.GEN_AI_TOOL_CALL_ID] = str(call_id)
+    if serialized:
+        description = serialized.get("description")
+        if description:
+            attrs[A.GEN_AI_TOOL_DESCRIPTION] = ser.scalar(description)
+
+
 def llm_span(operation: str, model: str | None) -> str:
     """Span name of an LLM call: ``chat {model}`` / ``text_completion {model}``."""
     return operation + " " + model if model else operation

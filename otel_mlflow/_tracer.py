@@ -27,7 +27,11 @@ Design (why it looks like this):
 - Every callback body is wrapped: a fault is reported through ``otel_mlflow._faults`` and never
   reaches LangChain or the app.
 - Content (messages, inputs/outputs, tool arguments/results, metadata values, error messages) is
-  captured by default and serialized once through ``Serializer`` (redaction + size cap).
+  captured by default and serialized once (``_content``: messages as JSON text directly, memoized
+  per trace; ``Serializer``: redaction + size cap). Objects a LangChain composition hands on
+  unchanged are serialized once for both spans.
+- Spans are started, annotated and failed through ``_span_ops`` (the SDK's per-value attribute
+  check is skipped where it provably changes nothing).
 
 Configuration, each resolved once here (argument > environment variable > default):
 
@@ -51,7 +55,6 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import ToolMessage
 from opentelemetry import trace as trace_api
-from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, TracerProvider
 from opentelemetry.trace import set_span_in_context
 
@@ -121,9 +124,7 @@ class OtelTracer(BaseCallbackHandler):
         self._runs = RunMap(cap, ttl)
         self.run_ttl_seconds = self._runs.ttl_seconds
         self.max_open_runs = self._runs.max_open
-        redactor = Redactor(
-            extra_keys=redact_keys, extra_patterns=redact_patterns, mask=mask
-        )
+        redactor = Redactor(extra_keys=redact_keys, extra_patterns=redact_patterns, mask=mask)
         self._ser = Serializer(max_attribute_chars, redactor)
         self._content = Content(self._ser)
         # Content capture off: the serializer is not handed to the error / event code either.
@@ -143,17 +144,19 @@ class OtelTracer(BaseCallbackHandler):
         return len(self._runs)
 
     # --- run map --------------------------------------------------------------------------
-    def _parent(self, parent_run_id: UUID | None) -> tuple[Context | None, RunState | None]:
-        """Parent context of a new span: the parent run's anchor, else the ambient context."""
+    def _parent(self, parent_run_id: UUID | None) -> RunState | None:
+        """The open parent run whose anchor parents a new span (its ``ctx`` set), else None.
+
+        None: the new span's parent is the ambient context (a root, or an unknown parent).
+        """
         if parent_run_id is None:
-            return None, None
+            return None
         parent = self._runs.get(parent_run_id)
         if parent is None or parent.anchor is None:
-            return None, None
-        ctx = parent.ctx
-        if ctx is None:
-            ctx = parent.ctx = set_span_in_context(parent.anchor)
-        return ctx, parent
+            return None
+        if parent.ctx is None:
+            parent.ctx = set_span_in_context(parent.anchor)
+        return parent
 
     def _open(
         self,
@@ -161,13 +164,13 @@ class OtelTracer(BaseCallbackHandler):
         name: str,
         kind: SpanKind,
         attrs: dict[str, Any],
-        ctx: Context | None,
         now: int,
         run_type: str,
         meta: dict[str, Any] | None,
         parent: RunState | None,
     ) -> RunState:
-        span = self._spans.start(name, ctx, kind, attrs, now)
+        span = self._spans.start(name, parent.ctx if parent is not None else None, kind, attrs,
+                                 now)
         run = RunState(span, span, None, now, run_type, meta, parent)
         run.rid = attrs[A.LC_RUN_ID]
         if parent is not None:
@@ -188,16 +191,15 @@ class OtelTracer(BaseCallbackHandler):
         )
         _span_ops.abandon(run.span, error_type, now)
 
-    def _skip(self, run_id: UUID, parent: RunState | None, ctx: Context | None, now: int,
-              run_type: str) -> None:
-        anchor = parent.anchor if parent is not None else None
-        run = RunState(None, anchor, ctx, now, run_type, parent.meta if parent else None, None)
-        run.memo = parent.memo if parent is not None else None
+    def _skip(self, run_id: UUID, parent: RunState | None, now: int, run_type: str) -> None:
+        if parent is None:
+            run = RunState(None, None, None, now, run_type, None, None)
+        else:
+            # Children of a skipped run attach to its nearest kept ancestor.
+            run = RunState(None, parent.anchor, parent.ctx, now, run_type, parent.meta, None)
+            run.memo = parent.memo
         for old, error_type in self._runs.add(run_id, run, now):
             self._abandon(old, error_type, now)
-
-    def _close(self, run_id: UUID) -> RunState | None:
-        return self._runs.pop(run_id)
 
     # --- shared attribute helpers ---------------------------------------------------------
     def _base_attrs(
@@ -251,7 +253,7 @@ class OtelTracer(BaseCallbackHandler):
 
     def _fail(self, run_id: UUID, error: BaseException) -> None:
         now = time.time_ns()
-        run = self._close(run_id)
+        run = self._runs.pop(run_id)
         if run is not None and run.span is not None:
             _span_ops.fail(run.span, error, now, self._content_ser)
 
@@ -262,12 +264,12 @@ class OtelTracer(BaseCallbackHandler):
             if run_id in self._runs:
                 return
             now = time.time_ns()
-            ctx, parent = self._parent(parent_run_id)
+            parent = self._parent(parent_run_id)
             attrs: dict[str, Any] = {A.LC_RUN_ID: str(run_id), A.LC_RUN_TYPE: run_type}
             if parent is None:
                 attrs[A.ROOT] = True
             text = name if isinstance(name, str) and name else run_type
-            self._open(run_id, text, SpanKind.INTERNAL, attrs, ctx, now, run_type, None, parent)
+            self._open(run_id, text, SpanKind.INTERNAL, attrs, now, run_type, None, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.fallback", exc)
 
@@ -285,11 +287,11 @@ class OtelTracer(BaseCallbackHandler):
     ) -> None:
         try:
             now = time.time_ns()
-            ctx, parent = self._parent(parent_run_id)
+            parent = self._parent(parent_run_id)
             name = M.run_name(serialized, kwargs, "chain")
             cls = M.classify_chain(name, metadata, tags, parent_run_id is None)
             if cls.skip:
-                self._skip(run_id, parent, ctx, now, A.RUN_CHAIN)
+                self._skip(run_id, parent, now, A.RUN_CHAIN)
                 return
             attrs, meta = self._base_attrs(
                 run_id, parent_run_id, A.RUN_CHAIN, name, tags, metadata, parent
@@ -305,8 +307,7 @@ class OtelTracer(BaseCallbackHandler):
                 else:
                     text = self._content.value(inputs, parent.memo if parent else None)
                 attrs[A.INPUT] = text
-            run = self._open(run_id, cls.span_name, cls.kind, attrs, ctx, now, A.RUN_CHAIN, meta,
-                             parent)
+            run = self._open(run_id, cls.span_name, cls.kind, attrs, now, A.RUN_CHAIN, meta, parent)
             run.compose = name.startswith(_COMPOSITIONS)
             if text is not None and (run.compose or type(inputs) is str):
                 run.in_obj = inputs
@@ -318,7 +319,7 @@ class OtelTracer(BaseCallbackHandler):
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
             now = time.time_ns()
-            run = self._close(run_id)
+            run = self._runs.pop(run_id)
             if run is None or run.span is None:
                 return
             try:
@@ -356,11 +357,10 @@ class OtelTracer(BaseCallbackHandler):
         metadata: dict[str, Any] | None,
         serialized: dict[str, Any] | None,
         kwargs: dict[str, Any],
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, Context | None, int, str | None,
-               RunState | None]:
-        """Common start of an LLM span: ``(attrs, metadata, context, start ns, model, parent)``."""
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, int, str | None, RunState | None]:
+        """Common start of an LLM span: ``(attrs, metadata, start ns, model, parent)``."""
         now = time.time_ns()
-        ctx, parent = self._parent(parent_run_id)
+        parent = self._parent(parent_run_id)
         name = M.run_name(serialized, kwargs, run_type)
         attrs, meta = self._base_attrs(run_id, parent_run_id, run_type, name, tags, metadata, parent)
         attrs[A.GEN_AI_OPERATION_NAME] = operation
@@ -368,7 +368,7 @@ class OtelTracer(BaseCallbackHandler):
         if provider is not None:
             attrs[A.GEN_AI_PROVIDER_NAME] = provider
         model = M.request_attributes(kwargs.get("invocation_params"), metadata, attrs)
-        return attrs, meta, ctx, now, model, parent
+        return attrs, meta, now, model, parent
 
     def on_chat_model_start(
         self,
@@ -382,7 +382,7 @@ class OtelTracer(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            attrs, meta, ctx, now, model, parent = self._llm_start(
+            attrs, meta, now, model, parent = self._llm_start(
                 A.OP_CHAT, A.RUN_CHAT_MODEL, run_id, parent_run_id, tags, metadata, serialized,
                 kwargs,
             )
@@ -393,7 +393,7 @@ class OtelTracer(BaseCallbackHandler):
                 attrs[A.GEN_AI_INPUT_MESSAGES] = inputs
                 if system is not None:
                     attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = system
-            self._open(run_id, M.llm_span(A.OP_CHAT, model), M.LLM_KIND, attrs, ctx, now,
+            self._open(run_id, M.llm_span(A.OP_CHAT, model), M.LLM_KIND, attrs, now,
                        A.RUN_CHAT_MODEL, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_chat_model_start", exc)
@@ -411,14 +411,14 @@ class OtelTracer(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            attrs, meta, ctx, now, model, parent = self._llm_start(
+            attrs, meta, now, model, parent = self._llm_start(
                 A.OP_TEXT_COMPLETION, A.RUN_LLM, run_id, parent_run_id, tags, metadata,
                 serialized, kwargs,
             )
             if self.capture_content and prompts:
                 attrs[A.GEN_AI_INPUT_MESSAGES] = self._content.prompts(prompts)
-            self._open(run_id, M.llm_span(A.OP_TEXT_COMPLETION, model), M.LLM_KIND, attrs, ctx,
-                       now, A.RUN_LLM, meta, parent)
+            self._open(run_id, M.llm_span(A.OP_TEXT_COMPLETION, model), M.LLM_KIND, attrs, now,
+                       A.RUN_LLM, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_llm_start", exc)
             self._fallback(run_id, parent_run_id, A.RUN_LLM, kwargs.get("name"))
@@ -435,7 +435,7 @@ class OtelTracer(BaseCallbackHandler):
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
             now = time.time_ns()
-            run = self._close(run_id)
+            run = self._runs.pop(run_id)
             if run is None or run.span is None:
                 return
             try:
@@ -477,26 +477,17 @@ class OtelTracer(BaseCallbackHandler):
     ) -> None:
         try:
             now = time.time_ns()
-            ctx, parent = self._parent(parent_run_id)
+            parent = self._parent(parent_run_id)
             name = M.run_name(serialized, kwargs, "tool")
             attrs, meta = self._base_attrs(
                 run_id, parent_run_id, A.RUN_TOOL, name, tags, metadata, parent
             )
-            attrs[A.GEN_AI_OPERATION_NAME] = A.OP_EXECUTE_TOOL
-            attrs[A.GEN_AI_TOOL_NAME] = name
-            attrs[A.GEN_AI_TOOL_TYPE] = A.GEN_AI_TOOL_TYPE_FUNCTION
-            call_id = kwargs.get("tool_call_id")
-            if call_id:
-                attrs[A.GEN_AI_TOOL_CALL_ID] = str(call_id)
-            if serialized:
-                description = serialized.get("description")
-                if description:
-                    attrs[A.GEN_AI_TOOL_DESCRIPTION] = self._ser.scalar(description)
+            M.tool_attributes(name, serialized, kwargs.get("tool_call_id"), self._ser, attrs)
             if self.capture_content:
                 text = self._ser.dumps(inputs if inputs is not None else input_str)
                 attrs[A.INPUT] = text
                 attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = text
-            self._open(run_id, "execute_tool " + name, M.TOOL_KIND, attrs, ctx, now,
+            self._open(run_id, "execute_tool " + name, M.TOOL_KIND, attrs, now,
                        A.RUN_TOOL, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_tool_start", exc)
@@ -505,7 +496,7 @@ class OtelTracer(BaseCallbackHandler):
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
             now = time.time_ns()
-            run = self._close(run_id)
+            run = self._runs.pop(run_id)
             if run is None or run.span is None:
                 return
             try:
@@ -539,7 +530,7 @@ class OtelTracer(BaseCallbackHandler):
     ) -> None:
         try:
             now = time.time_ns()
-            ctx, parent = self._parent(parent_run_id)
+            parent = self._parent(parent_run_id)
             name = M.run_name(serialized, kwargs, "retriever")
             attrs, meta = self._base_attrs(
                 run_id, parent_run_id, A.RUN_RETRIEVER, name, tags, metadata, parent
@@ -548,7 +539,7 @@ class OtelTracer(BaseCallbackHandler):
             attrs[A.GEN_AI_DATA_SOURCE_ID] = name
             if self.capture_content:
                 attrs[A.INPUT] = self._ser.dumps(query)
-            self._open(run_id, "retrieval " + name, M.RETRIEVER_KIND, attrs, ctx, now,
+            self._open(run_id, "retrieval " + name, M.RETRIEVER_KIND, attrs, now,
                        A.RUN_RETRIEVER, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_retriever_start", exc)
@@ -557,19 +548,12 @@ class OtelTracer(BaseCallbackHandler):
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
         try:
             now = time.time_ns()
-            run = self._close(run_id)
+            run = self._runs.pop(run_id)
             if run is None or run.span is None:
                 return
             try:
                 if self.capture_content:
-                    docs = [
-                        {
-                            "page_content": getattr(d, "page_content", d),
-                            "metadata": getattr(d, "metadata", None),
-                        }
-                        for d in documents
-                    ]
-                    self._spans.set(run.span, {A.OUTPUT: self._ser.dumps(docs)})
+                    self._spans.set(run.span, {A.OUTPUT: self._content.documents(documents)})
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
