@@ -51,10 +51,22 @@ _NOISE_METADATA_KEYS = frozenset({"lc_versions", "checkpoint_ns", "__pregel_task
 _NOISE_TAG_PREFIXES = ("seq:step:", "graph:step:", "map:key:")
 
 
-class ChainClass:
-    """Result of ``classify_chain``: ``skip``, or a span name with operation and kind."""
+# LangChain compositions that pass their input to the first step and return the last step's
+# output unchanged (no user code in between), so those objects can be serialized once.
+_COMPOSITIONS = (
+    "RunnableSequence", "RunnableParallel", "RunnableAssign", "RunnablePick",
+    "RunnableWithFallbacks", "RunnableEach",
+)
 
-    __slots__ = ("skip", "span_name", "operation", "kind", "agent_name")
+
+class ChainClass:
+    """Result of ``classify_chain``: ``skip``, or a span name with operation and kind.
+
+    ``compose``: the run is one of LangChain's own compositions (``_COMPOSITIONS``).
+    Instances are shared between runs: never modified.
+    """
+
+    __slots__ = ("skip", "span_name", "operation", "kind", "agent_name", "compose")
 
     def __init__(
         self,
@@ -63,12 +75,14 @@ class ChainClass:
         operation: str | None = None,
         kind: SpanKind = SpanKind.INTERNAL,
         agent_name: str | None = None,
+        name: str = "",
     ) -> None:
         self.skip = skip
         self.span_name = span_name
         self.operation = operation
         self.kind = kind
         self.agent_name = agent_name
+        self.compose = name.startswith(_COMPOSITIONS)
 
 
 SKIPPED = ChainClass(True)
@@ -89,6 +103,10 @@ def run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], de
     return default
 
 
+def _agent(name: str) -> ChainClass:
+    return ChainClass(False, "invoke_agent " + name, A.OP_INVOKE_AGENT, agent_name=name, name=name)
+
+
 def classify_chain(
     name: str,
     metadata: Mapping[str, Any] | None,
@@ -103,22 +121,22 @@ def classify_chain(
             if node == name and name in _AGENT_NODE_NAMES:
                 return SKIPPED
             if agent == name and node != name:
-                return ChainClass(False, "invoke_agent " + name, A.OP_INVOKE_AGENT, agent_name=name)
+                return _agent(name)
         if metadata.get(AGENT_METADATA_KEY):
-            return ChainClass(False, "invoke_agent " + name, A.OP_INVOKE_AGENT, agent_name=name)
+            return _agent(name)
     if tags and SKIP_TAG in tags:
         return SKIPPED
     if name == "AgentExecutor":
-        return ChainClass(False, "invoke_agent " + name, A.OP_INVOKE_AGENT, agent_name=name)
+        return _agent(name)
     cache = _ROOT_CLASSES if is_root else _PLAIN_CLASSES
     found = cache.get(name)
     if found is None:
         if len(cache) >= _CLASS_CACHE_MAX:
             cache.clear()
         found = cache[name] = (
-            ChainClass(False, "invoke_workflow " + name, A.OP_INVOKE_WORKFLOW)
+            ChainClass(False, "invoke_workflow " + name, A.OP_INVOKE_WORKFLOW, name=name)
             if is_root
-            else ChainClass(False, name)
+            else ChainClass(False, name, name=name)
         )
     return found
 

@@ -31,7 +31,7 @@ class RunState:
 
     __slots__ = (
         "span", "anchor", "ctx", "start_ns", "first_token_ns", "run_type", "meta", "parent",
-        "compose", "in_obj", "in_json", "out_obj", "out_json", "rid", "memo",
+        "compose", "in_obj", "in_json", "out_obj", "out_json", "rid", "memo", "attrs",
     )
 
     def __init__(
@@ -64,6 +64,9 @@ class RunState:
         self.rid: str | None = None
         # Content JSON memo shared by the runs of one trace (``_content.Content``), or None.
         self.memo: dict[int, Any] | None = None
+        # The span's own attribute dict when the tracer may write its end values straight into
+        # it (``_span_ops.SpanOps.start``), else None.
+        self.attrs: dict[str, Any] | None = None
 
 
 class RunMap:

@@ -55,6 +55,11 @@ except ImportError:  # pragma: no cover - SDK internals moved: public API only
     _BLIND_SAMPLERS = ()
     _BLIND_SAMPLER_TYPES = ()
 
+# How many values the tracer adds to a span's own attribute dict after ``start`` (an LLM span's
+# response attributes are the most: about 12). Only spans with this much room under the
+# attribute count limit get the direct dict.
+END_ROOM = 16
+
 # LangGraph raises these for control flow (interrupts, handing a command to the parent graph):
 # they end the run but are not failures.
 CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"})
@@ -90,8 +95,13 @@ class SpanOps:
         return self._quiet
 
     def start(self, name: str, ctx: Context | None, kind: SpanKind, attrs: dict[str, Any],
-              now: int) -> Span:
-        """Start a span with ``attrs`` as its start attributes (never made current)."""
+              now: int) -> tuple[Span, dict[str, Any] | None]:
+        """Start a span with ``attrs`` as its start attributes (never made current).
+
+        Returns the span and, on the direct path, ``attrs`` itself, which the span then uses as
+        its attribute dict: the tracer may add up to ``END_ROOM`` values of its own to it until
+        it ends the span (else None: use ``set``).
+        """
         if self._blind and self._multi is not None and self._quiet_start():
             span = self._tracer.start_span(name, ctx, kind, None, (), now, False, False)
             if type(span) is _SdkSpan:
@@ -99,22 +109,24 @@ class SpanOps:
                     bounded = span._attributes  # type: ignore[attr-defined]
                     maxlen = bounded.maxlen
                     if (
-                        bounded._dict == {}
+                        type(bounded._dict) is dict
+                        and not bounded._dict
                         and bounded.max_value_len is None
                         and bounded._immutable is False
-                        and (maxlen is None or len(attrs) <= maxlen)
+                        and (maxlen is None or len(attrs) + END_ROOM <= maxlen)
                     ):
                         # A fresh span's empty dict: take ``attrs`` as it is (no copy).
                         bounded._dict = attrs
-                        return span
+                        return span, attrs
                 except AttributeError:  # another SDK layout: the public API below
                     pass
             span.set_attributes(attrs)
-            return span
-        return self._tracer.start_span(
+            return span, None
+        span = self._tracer.start_span(
             name, context=ctx, kind=kind, attributes=attrs, start_time=now,
             record_exception=False, set_status_on_exception=False,
         )
+        return span, None
 
     @staticmethod
     def set(span: Span, attrs: dict[str, Any]) -> None:

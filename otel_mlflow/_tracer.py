@@ -77,13 +77,6 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0.0.0"
 
-# LangChain compositions that pass their input to the first step and return the last step's
-# output unchanged (no user code in between), so those objects can be serialized once.
-_COMPOSITIONS = (
-    "RunnableSequence", "RunnableParallel", "RunnableAssign", "RunnablePick",
-    "RunnableWithFallbacks", "RunnableEach",
-)
-
 
 class OtelTracer(BaseCallbackHandler):
     """LangChain callback handler emitting OpenTelemetry GenAI spans (see the module docstring)."""
@@ -169,10 +162,11 @@ class OtelTracer(BaseCallbackHandler):
         meta: dict[str, Any] | None,
         parent: RunState | None,
     ) -> RunState:
-        span = self._spans.start(name, parent.ctx if parent is not None else None, kind, attrs,
-                                 now)
+        span, own = self._spans.start(name, parent.ctx if parent is not None else None, kind,
+                                      attrs, now)
         run = RunState(span, span, None, now, run_type, meta, parent)
         run.rid = attrs[A.LC_RUN_ID]
+        run.attrs = own
         if parent is not None:
             run.memo = parent.memo
         elif self.capture_content:
@@ -308,7 +302,7 @@ class OtelTracer(BaseCallbackHandler):
                     text = self._content.value(inputs, parent.memo if parent else None)
                 attrs[A.INPUT] = text
             run = self._open(run_id, cls.span_name, cls.kind, attrs, now, A.RUN_CHAIN, meta, parent)
-            run.compose = name.startswith(_COMPOSITIONS)
+            run.compose = cls.compose
             if text is not None and (run.compose or type(inputs) is str):
                 run.in_obj = inputs
                 run.in_json = text
@@ -330,7 +324,10 @@ class OtelTracer(BaseCallbackHandler):
                         text = run.in_json  # a string passed through unchanged
                     else:
                         text = self._content.value(outputs, run.memo)
-                    self._spans.set(run.span, {A.OUTPUT: text})
+                    if run.attrs is not None:
+                        run.attrs[A.OUTPUT] = text
+                    else:
+                        self._spans.set(run.span, {A.OUTPUT: text})
                     parent = run.parent
                     if parent is not None and (parent.compose or type(outputs) is str):
                         parent.out_obj = outputs
@@ -450,7 +447,10 @@ class OtelTracer(BaseCallbackHandler):
                     attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._content.outputs(
                         generations, reasons, run.memo
                     )
-                self._spans.set(run.span, attrs)
+                if run.attrs is not None:
+                    run.attrs.update(attrs)
+                else:
+                    self._spans.set(run.span, attrs)
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
