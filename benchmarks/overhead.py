@@ -24,7 +24,9 @@ Every tracer exports into the same TracerProvider with one span processor that o
 spans, so the figures are the tracer's own cost on the app thread (the exporter runs elsewhere).
 Per subprocess: warm-up, then ``--batches`` batches of ``--per-batch`` invocations; the
 subprocess reports its median µs/invocation, both as wall-clock time and as the CPU time of the
-calling thread (``time.thread_time_ns``). The tables show the median over rounds. On a shared
+calling thread (``time.thread_time_ns``). The tables show the median over rounds; the added µs
+is the median over rounds of (case - none of the same round). Separate processes of one case
+differ by up to ±15% (memory layout, neighbours), hence many short rounds. On a shared
 machine the wall-clock figures mostly measure the neighbours; the CPU-time figures measure what
 tracing costs the app thread, and the targets are judged on them (the wall table is printed too).
 
@@ -327,6 +329,18 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _paired_added(results: dict[tuple[str, str], list[dict[str, Any]]], case: str,
+                  workload: str, metric: str) -> float:
+    """Median over rounds of (case - none) measured in the same round.
+
+    Pairing each case with the no-tracing run of its own round keeps load that drifts during a
+    run (other jobs on a shared machine) out of the added time.
+    """
+    mine = [r[metric] for r in results[(case, workload)]]
+    none = [r[metric] for r in results[("none", workload)]]
+    return statistics.median(a - b for a, b in zip(mine, none))
+
+
 def table(results: dict[tuple[str, str], list[dict[str, Any]]], cases: list[str],
           metric: str = "cpu_us") -> str:
     """Markdown table of one metric: ``cpu_us`` (app-thread CPU time) or ``us`` (wall time)."""
@@ -343,7 +357,7 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]], cases: list[str]
         spans = {c: statistics.median(r["spans"] for r in results[(c, workload)])
                  for c in med}
         base = med["none"]
-        added = {c: med[c] - base for c in med}
+        added = {c: _paired_added(results, c, workload, metric) for c in med}
         for case in cases:
             if case not in med:
                 continue
@@ -371,9 +385,9 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]], cases: list[str]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--batches", type=int, default=7)
+    parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--per-batch", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="fewer invocations (smoke run)")
     parser.add_argument("--cases", default=",".join(CASES))
