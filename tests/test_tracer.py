@@ -445,11 +445,15 @@ def test_faults_never_reach_the_chain(cap: Capture, caplog: pytest.LogCaptureFix
 
 
 def test_active_mlflow_run_is_recorded_on_the_root(
-    cap: Capture, embedded_tracking_uri: str
+    cap: Capture, embedded_tracking_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    mlflow.set_tracking_uri(embedded_tracking_uri)
+    # The tracking URI through the environment, and MLflow's process-wide URI restored after
+    # the test: a relative sqlite URI left set would send later tests to this temp dir's store.
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", embedded_tracking_uri)
     with mlflow.start_run() as run:
         _chain().invoke({"q": "x"}, config=cap.config())
     _chain().invoke({"q": "y"}, config=cap.config())
