@@ -414,7 +414,21 @@ def tool_attributes(name: str, serialized: Mapping[str, Any] | None, call_id: An
     if serialized:
         description = serialized.get("description")
         if description:
-            attrs[A.GEN_AI_TOOL_DESCRIPTION] = ser.scalar(description)
+            # A tool hands the same description object on every call: redact it once (per
+            # serializer: tracers may redact differently).
+            known = _descriptions.get(id(description))
+            if known is None or known[0] is not description or known[1] is not ser:
+                if len(_descriptions) >= _DESCRIPTIONS_MAX:
+                    _descriptions.clear()
+                known = (description, ser, ser.scalar(description))
+                _descriptions[id(description)] = known
+            attrs[A.GEN_AI_TOOL_DESCRIPTION] = known[2]
+
+
+# Redacted tool descriptions by object id, with the object (so an id is never reused) and the
+# serializer that redacted it.
+_descriptions: dict[int, tuple[Any, Serializer, Any]] = {}
+_DESCRIPTIONS_MAX = 256
 
 
 def llm_span(operation: str, model: str | None) -> str:

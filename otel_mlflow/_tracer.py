@@ -175,6 +175,13 @@ class OtelTracer(BaseCallbackHandler):
             self._abandon(old, error_type, now)
         return run
 
+    def _end_attrs(self, run: RunState, attrs: dict[str, Any]) -> None:
+        """A run's end values: into its span's own dict when the tracer holds it, else the SDK."""
+        if run.attrs is not None:
+            run.attrs.update(attrs)
+        else:
+            self._spans.set(run.span, attrs)  # type: ignore[arg-type]
+
     def _abandon(self, run: RunState, error_type: str, now: int) -> None:
         if run.span is None:
             return
@@ -324,10 +331,7 @@ class OtelTracer(BaseCallbackHandler):
                         text = run.in_json  # a string passed through unchanged
                     else:
                         text = self._content.value(outputs, run.memo)
-                    if run.attrs is not None:
-                        run.attrs[A.OUTPUT] = text
-                    else:
-                        self._spans.set(run.span, {A.OUTPUT: text})
+                    self._end_attrs(run, {A.OUTPUT: text})
                     parent = run.parent
                     if parent is not None and (parent.compose or type(outputs) is str):
                         parent.out_obj = outputs
@@ -447,10 +451,7 @@ class OtelTracer(BaseCallbackHandler):
                     attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._content.outputs(
                         generations, reasons, run.memo
                     )
-                if run.attrs is not None:
-                    run.attrs.update(attrs)
-                else:
-                    self._spans.set(run.span, attrs)
+                self._end_attrs(run, attrs)
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
@@ -504,7 +505,7 @@ class OtelTracer(BaseCallbackHandler):
                     # A ToolMessage's content is the result the model sees.
                     value = output.content if isinstance(output, ToolMessage) else output
                     text = self._ser.dumps(value)
-                    self._spans.set(run.span, {A.OUTPUT: text, A.GEN_AI_TOOL_CALL_RESULT: text})
+                    self._end_attrs(run, {A.OUTPUT: text, A.GEN_AI_TOOL_CALL_RESULT: text})
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
@@ -553,7 +554,7 @@ class OtelTracer(BaseCallbackHandler):
                 return
             try:
                 if self.capture_content:
-                    self._spans.set(run.span, {A.OUTPUT: self._content.documents(documents)})
+                    self._end_attrs(run, {A.OUTPUT: self._content.documents(documents)})
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001

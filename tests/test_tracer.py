@@ -218,6 +218,16 @@ def test_tool_span(cap: Capture) -> None:
     assert at[A.ROOT] is True
 
 
+def test_tool_description_is_redacted_by_each_tracer_s_own_rules() -> None:
+    plain, strict = Capture(), Capture(redact_patterns=[r"two numbers"])
+    for _ in range(2):  # the second call is served from the per-description memo
+        for capture in (plain, strict, plain):
+            add.invoke({"a": 1, "b": 2}, config=capture.config())
+    for capture, expected in ((plain, "Add two numbers."), (strict, "Add [REDACTED].")):
+        descriptions = {(s.attributes or {})[A.GEN_AI_TOOL_DESCRIPTION] for s in capture.spans()}
+        assert descriptions == {expected}
+
+
 class Docs(BaseRetriever):
     def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
         return [Document(page_content=f"doc about {query}", metadata={"src": "kb"})]
