@@ -51,10 +51,22 @@ _NOISE_METADATA_KEYS = frozenset({"lc_versions", "checkpoint_ns", "__pregel_task
 _NOISE_TAG_PREFIXES = ("seq:step:", "graph:step:", "map:key:")
 
 
-class ChainClass:
-    """Result of ``classify_chain``: ``skip``, or a span name with operation and kind."""
+# LangChain compositions that pass their input to the first step and return the last step's
+# output unchanged (no user code in between), so those objects can be serialized once.
+_COMPOSITIONS = (
+    "RunnableSequence", "RunnableParallel", "RunnableAssign", "RunnablePick",
+    "RunnableWithFallbacks", "RunnableEach",
+)
 
-    __slots__ = ("skip", "span_name", "operation", "kind", "agent_name")
+
+class ChainClass:
+    """Result of ``classify_chain``: ``skip``, or a span name with operation and kind.
+
+    ``compose``: the run is one of LangChain's own compositions (``_COMPOSITIONS``).
+    Instances are shared between runs: never modified.
+    """
+
+    __slots__ = ("skip", "span_name", "operation", "kind", "agent_name", "compose")
 
     def __init__(
         self,
@@ -63,12 +75,14 @@ class ChainClass:
         operation: str | None = None,
         kind: SpanKind = SpanKind.INTERNAL,
         agent_name: str | None = None,
+        name: str = "",
     ) -> None:
         self.skip = skip
         self.span_name = span_name
         self.operation = operation
         self.kind = kind
         self.agent_name = agent_name
+        self.compose = name.startswith(_COMPOSITIONS)
 
 
 SKIPPED = ChainClass(True)
@@ -89,6 +103,10 @@ def run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], de
     return default
 
 
+def _agent(name: str) -> ChainClass:
+    return ChainClass(False, "invoke_agent " + name, A.OP_INVOKE_AGENT, agent_name=name, name=name)
+
+
 def classify_chain(
     name: str,
     metadata: Mapping[str, Any] | None,
@@ -103,16 +121,30 @@ def classify_chain(
             if node == name and name in _AGENT_NODE_NAMES:
                 return SKIPPED
             if agent == name and node != name:
-                return ChainClass(False, "invoke_agent " + name, A.OP_INVOKE_AGENT, agent_name=name)
+                return _agent(name)
         if metadata.get(AGENT_METADATA_KEY):
-            return ChainClass(False, "invoke_agent " + name, A.OP_INVOKE_AGENT, agent_name=name)
+            return _agent(name)
     if tags and SKIP_TAG in tags:
         return SKIPPED
     if name == "AgentExecutor":
-        return ChainClass(False, "invoke_agent " + name, A.OP_INVOKE_AGENT, agent_name=name)
-    if is_root:
-        return ChainClass(False, "invoke_workflow " + name, A.OP_INVOKE_WORKFLOW)
-    return ChainClass(False, name)
+        return _agent(name)
+    cache = _ROOT_CLASSES if is_root else _PLAIN_CLASSES
+    found = cache.get(name)
+    if found is None:
+        if len(cache) >= _CLASS_CACHE_MAX:
+            cache.clear()
+        found = cache[name] = (
+            ChainClass(False, "invoke_workflow " + name, A.OP_INVOKE_WORKFLOW, name=name)
+            if is_root
+            else ChainClass(False, name, name=name)
+        )
+    return found
+
+
+# Root and plain chains classify by name alone: one shared result per name (bounded).
+_ROOT_CLASSES: dict[str, ChainClass] = {}
+_PLAIN_CLASSES: dict[str, ChainClass] = {}
+_CLASS_CACHE_MAX = 4096
 
 
 def provider_name(metadata: Mapping[str, Any] | None) -> str | None:
@@ -203,21 +235,34 @@ def user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Metadata worth keeping on a span: without LangChain/LangGraph bookkeeping keys."""
     if not metadata:
         return None
-    kept = {
-        k: v
-        for k, v in metadata.items()
-        if not (
-            type(k) is str
-            and (k in _NOISE_METADATA_KEYS or k.startswith(_NOISE_METADATA_PREFIXES))
-        )
-    }
+    noise = _noise_keys
+    kept = {}
+    for k, v in metadata.items():
+        if type(k) is str:
+            is_noise = noise.get(k)
+            if is_noise is None:
+                is_noise = k in _NOISE_METADATA_KEYS or k.startswith(_NOISE_METADATA_PREFIXES)
+                if len(noise) >= _NOISE_CACHE_MAX:
+                    noise.clear()
+                noise[k] = is_noise
+            if is_noise:
+                continue
+        kept[k] = v
     return kept or None
+
+
+# Noise decisions per metadata key: the same few keys come back on every run.
+_noise_keys: dict[str, bool] = {}
+_NOISE_CACHE_MAX = 4096
 
 
 def user_tags(tags: Sequence[str] | None) -> tuple[str, ...] | None:
     """Tags worth keeping: without LangChain's per-step tags."""
     if not tags:
         return None
+    if len(tags) == 1:  # the common case: one step tag, or one user tag
+        tag = tags[0] if type(tags[0]) is str else str(tags[0])
+        return None if tag.startswith(_NOISE_TAG_PREFIXES) else (tag,)
     kept = tuple(t for t in map(str, tags) if not t.startswith(_NOISE_TAG_PREFIXES))
     return kept or None
 
@@ -226,7 +271,8 @@ def user_tags(tags: Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def _get(mapping: Any, *keys: str) -> Any:
-    if not isinstance(mapping, Mapping):
+    # ``type is dict`` first: the ABC isinstance check costs more than the lookups.
+    if type(mapping) is not dict and not isinstance(mapping, Mapping):
         return None
     for key in keys:
         value = mapping.get(key)
@@ -313,10 +359,13 @@ def _standard_usage(usage: Mapping[str, Any], attrs: dict[str, Any]) -> bool:
     return True
 
 
-def response_attributes(response: Any, attrs: dict[str, Any]) -> list[Any]:
+def response_attributes(
+    response: Any, attrs: dict[str, Any], reasons_out: list[str | None] | None = None
+) -> list[Any]:
     """Add response model, finish reasons and usage of an ``LLMResult`` to ``attrs``.
 
-    Returns the generations of the first prompt (for output messages).
+    Returns the generations of the first prompt (for output messages); ``reasons_out``, when
+    given, receives each generation's finish reason (or None), so they are read once.
     """
     all_generations = getattr(response, "generations", None) or []
     generations = all_generations[0] if all_generations else []
@@ -337,7 +386,10 @@ def response_attributes(response: Any, attrs: dict[str, Any]) -> list[Any]:
     if isinstance(response_id, str):
         attrs[A.GEN_AI_RESPONSE_ID] = response_id
 
-    reasons = [r for r in (generation_finish_reason(g) for g in generations) if r is not None]
+    each = [generation_finish_reason(g) for g in generations]
+    if reasons_out is not None:
+        reasons_out.extend(each)
+    reasons = [r for r in each if r is not None]
     if reasons:
         attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(reasons)
 
@@ -349,6 +401,34 @@ def response_attributes(response: Any, attrs: dict[str, Any]) -> list[Any]:
             if usage:
                 _usage_from_mapping(usage, attrs)
     return generations
+
+
+def tool_attributes(name: str, serialized: Mapping[str, Any] | None, call_id: Any,
+                    ser: Serializer, attrs: dict[str, Any]) -> None:
+    """Add a tool run's GenAI attributes to ``attrs`` (the description redacted and capped)."""
+    attrs[A.GEN_AI_OPERATION_NAME] = A.OP_EXECUTE_TOOL
+    attrs[A.GEN_AI_TOOL_NAME] = name
+    attrs[A.GEN_AI_TOOL_TYPE] = A.GEN_AI_TOOL_TYPE_FUNCTION
+    if call_id:
+        attrs[A.GEN_AI_TOOL_CALL_ID] = str(call_id)
+    if serialized:
+        description = serialized.get("description")
+        if description:
+            # A tool hands the same description object on every call: redact it once (per
+            # serializer: tracers may redact differently).
+            known = _descriptions.get(id(description))
+            if known is None or known[0] is not description or known[1] is not ser:
+                if len(_descriptions) >= _DESCRIPTIONS_MAX:
+                    _descriptions.clear()
+                known = (description, ser, ser.scalar(description))
+                _descriptions[id(description)] = known
+            attrs[A.GEN_AI_TOOL_DESCRIPTION] = known[2]
+
+
+# Redacted tool descriptions by object id, with the object (so an id is never reused) and the
+# serializer that redacted it.
+_descriptions: dict[int, tuple[Any, Serializer, Any]] = {}
+_DESCRIPTIONS_MAX = 256
 
 
 def llm_span(operation: str, model: str | None) -> str:

@@ -28,6 +28,8 @@ from langchain_core.prompt_values import PromptValue
 Part = dict[str, Any]
 Message = dict[str, Any]
 
+_AI_TYPES = frozenset({"ai", "AIMessageChunk"})
+_UNSPECIFIED = "FINISH_REASON_UNSPECIFIED"
 _ROLE_BY_TYPE = {
     "human": "user",
     "HumanMessageChunk": "user",
@@ -114,7 +116,12 @@ def message_parts(message: Any) -> list[Part]:
             }
         ]
     parts = content_parts(getattr(message, "content", None))
-    tool_calls = getattr(message, "tool_calls", None)
+    # Only AI messages carry tool calls; probing others would run pydantic's slow __getattr__.
+    tool_calls = (
+        getattr(message, "tool_calls", None)
+        if mtype in _AI_TYPES or not isinstance(message, BaseMessage)
+        else None
+    )
     if tool_calls:
         for call in tool_calls:
             parts.append(
@@ -150,20 +157,42 @@ def prompt_input(prompts: Iterable[str]) -> list[Message]:
     return [{"role": "user", "parts": [{"type": "text", "content": p}]} for p in prompts]
 
 
+def clean_finish_reason(reason: str) -> str:
+    """The last meaningful finish reason of a streamed response.
+
+    LangChain merges the chunks of a stream by concatenating their string values, so Gemini's
+    per-chunk ``FINISH_REASON_UNSPECIFIED`` and the final ``STOP`` arrive as
+    ``FINISH_REASON_UNSPECIFIEDFINISH_REASON_UNSPECIFIEDSTOP``. The placeholder is removed
+    (kept only when nothing else is left) and a value repeated by several chunks
+    (``STOPSTOP``) is collapsed to one.
+    """
+    if _UNSPECIFIED in reason and reason != _UNSPECIFIED:
+        reason = reason.replace(_UNSPECIFIED, "") or _UNSPECIFIED
+    if len(reason) > 1:
+        # The smallest period of a string: where it first reappears in itself doubled.
+        period = (reason + reason).find(reason, 1)
+        if period < len(reason):
+            reason = reason[:period]
+    return reason
+
+
 def generation_finish_reason(generation: Any) -> str | None:
-    """Finish reason of one generation: message response_metadata, then generation_info."""
+    """Finish reason of one generation: message response_metadata, then generation_info.
+
+    Streamed (concatenated) values are cleaned by ``clean_finish_reason``.
+    """
     message = getattr(generation, "message", None)
     if message is not None:
         meta = getattr(message, "response_metadata", None)
         if meta:
             reason = meta.get("finish_reason") or meta.get("stop_reason")
             if reason is not None:
-                return str(reason)
+                return clean_finish_reason(str(reason))
     info = getattr(generation, "generation_info", None)
     if info:
         reason = info.get("finish_reason") or info.get("stop_reason")
         if reason is not None:
-            return str(reason)
+            return clean_finish_reason(str(reason))
     return None
 
 

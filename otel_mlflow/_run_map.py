@@ -14,6 +14,7 @@ dict lookup is atomic in CPython and the hot callbacks (tokens, child starts) on
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -30,7 +31,7 @@ class RunState:
 
     __slots__ = (
         "span", "anchor", "ctx", "start_ns", "first_token_ns", "run_type", "meta", "parent",
-        "compose", "in_obj", "in_json", "out_obj", "out_json", "rid",
+        "compose", "in_obj", "in_json", "out_obj", "out_json", "rid", "memo", "attrs",
     )
 
     def __init__(
@@ -61,6 +62,11 @@ class RunState:
         self.out_json: str | None = None
         # The run id as text, reused as the children's parent run id attribute.
         self.rid: str | None = None
+        # Content JSON memo shared by the runs of one trace (``_content.Content``), or None.
+        self.memo: dict[int, Any] | None = None
+        # The span's own attribute dict when the tracer may write its end values straight into
+        # it (``_span_ops.SpanOps.start``), else None.
+        self.attrs: dict[str, Any] | None = None
 
 
 class RunMap:
@@ -85,12 +91,14 @@ class RunMap:
     def __contains__(self, run_id: object) -> bool:
         return run_id in self._runs
 
-    def add(self, run_id: UUID, run: RunState, now: int) -> list[tuple[RunState, str]]:
+    def add(self, run_id: UUID, run: RunState, now: int) -> Sequence[tuple[RunState, str]]:
         """Store ``run``; return the runs removed to keep the limits, with the reason."""
-        removed: list[tuple[RunState, str]] = []
         with self._lock:
             runs = self._runs
             runs[run_id] = run
+            if len(runs) <= self.max_open and now < self._next_sweep_ns:
+                return ()  # the common case: nothing to remove, nothing allocated
+            removed: list[tuple[RunState, str]] = []
             if len(runs) > self.max_open:
                 # Dicts keep insertion order: the first key is the oldest open run.
                 removed.append((runs.pop(next(iter(runs))), A.RUN_EVICTED_ERROR))

@@ -46,7 +46,6 @@ import datetime as _dt
 import enum
 import json
 import math
-import re
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
@@ -55,10 +54,23 @@ from typing import Any
 
 from otel_mlflow import _config
 from otel_mlflow._faults import report
+from otel_mlflow._json_text import (
+    BASE64_MIN_CHARS,
+    INT64_MAX,
+    INT64_MIN,
+    OMITTED_KEY,
+    base64_summary,
+    clean_str,
+    encode,
+    encode_str,
+    fast_encode,
+    is_empty,
+    json_float,
+    model_field_names,
+)
 from otel_mlflow._redact import REDACTED, Redactor, default_redactor
 
 TRUNCATED_KEY = "otel_mlflow.truncated"
-OMITTED_KEY = "otel_mlflow.omitted"
 CYCLE_MARKER = "[otel_mlflow: cycle]"
 DEPTH_MARKER = "[otel_mlflow: max depth]"
 DEFAULT_MAX_CHARS = 16384
@@ -67,103 +79,6 @@ DEFAULT_MAX_DEPTH = 24
 DEFAULT_MAX_ITEMS = 1000
 _MAX_KEY_CHARS = 256
 _MAX_REPR_CHARS = 2048
-# Base64 payloads shorter than this are kept as they are (small icons, test fixtures).
-_BASE64_MIN_CHARS = 1024
-_BASE64_PREFIX_CHARS = 256
-_BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_")
-
-_SURROGATES = re.compile("[\ud800-\udfff]")
-_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C, ensure_ascii=False
-_INT64_MAX = 2**63 - 1
-_INT64_MIN = -(2**63)
-
-
-def _clean_str(text: str) -> str:
-    """Replace lone surrogates (not encodable as UTF-8) by U+FFFD."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATES.sub("\ufffd", text)
-    return text
-
-
-def _float(value: float) -> float | str:
-    if math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
-
-
-def _base64_summary(text: str) -> dict[str, Any] | None:
-    """A summary for a ``data:`` URL or a long base64 blob, or ``None`` for ordinary text."""
-    if len(text) < _BASE64_MIN_CHARS:
-        return None
-    if text.startswith("data:"):
-        head, sep, _ = text[:_BASE64_PREFIX_CHARS].partition(",")
-        if sep and head.endswith(";base64"):
-            return {OMITTED_KEY: "base64", "mime_type": head[5:-7] or None,
-                    "original_chars": len(text)}
-        return None
-    prefix = text[:_BASE64_PREFIX_CHARS]
-    # Encoded binary mixes cases and digits; a long run of one letter is not base64 data.
-    if (
-        _BASE64_ALPHABET.issuperset(prefix)
-        and any(c.isdigit() for c in prefix)
-        and not prefix.isupper()
-        and not prefix.islower()
-    ):
-        return {OMITTED_KEY: "base64", "mime_type": None, "original_chars": len(text)}
-    return None
-
-
-def _empty(item: Any) -> bool:
-    """Model fields left out of the JSON: None and empty strings / mappings / sequences."""
-    return item is None or (isinstance(item, (str, dict, list, tuple)) and not item)
-
-
-def _model_default(obj: Any) -> dict[str, Any]:
-    """``JSONEncoder.default`` for the fast path: a pydantic model's non-empty fields."""
-    names = _model_field_names(type(obj))
-    if names is None:
-        raise TypeError(type(obj).__name__)
-    out: dict[str, Any] = {}
-    for name in names:
-        item = getattr(obj, name)
-        if not _empty(item):
-            out[name] = item
-    return out
-
-
-def _no_default(obj: Any) -> Any:
-    raise TypeError(type(obj).__name__)
-
-
-def _make_encoder(default: Any) -> Any:
-    """A reusable compact, strict JSON encoder: ``encode(obj) -> str``.
-
-    ``JSONEncoder.encode`` builds a new C encoder object on every call (a few µs on the hot
-    path); the C encoder itself is stateless without circular-reference markers, so one is
-    built here and reused. Falls back to ``JSONEncoder`` where the C accelerator is missing.
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - interpreters without the C accelerator
-        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False,
-                                separators=(",", ":"), default=default).encode
-    iterencode = make(None, default, _encode_str, None, ":", ",", False, False, False)
-
-    def encode(obj: Any) -> str:
-        return "".join(iterencode(obj, 0))
-
-    return encode
-
-
-_fast_encode = _make_encoder(_model_default)
-_encode = _make_encoder(_no_default)
-
-
 class _Walk:
     """State of one conversion: the path (for cycles) and the characters cut from strings."""
 
@@ -172,28 +87,6 @@ class _Walk:
     def __init__(self) -> None:
         self.path: set[int] = set()
         self.cut = 0
-
-
-_pydantic_fields_cache: dict[type, tuple[str, ...] | None] = {}
-
-
-def _model_field_names(cls: type) -> tuple[str, ...] | None:
-    """Field names of a pydantic v2 model class (cached), else ``None``."""
-    try:
-        return _pydantic_fields_cache[cls]
-    except KeyError:
-        pass
-    names: tuple[str, ...] | None = None
-    fields = getattr(cls, "__pydantic_fields__", None)
-    if isinstance(fields, dict):
-        names = tuple(fields)
-        # "type" first: it says what the rest is (LangChain messages and documents carry one).
-        if "type" in names:
-            names = ("type", *(n for n in names if n != "type"))
-    if len(_pydantic_fields_cache) > 4096:
-        _pydantic_fields_cache.clear()
-    _pydantic_fields_cache[cls] = names
-    return names
 
 
 class Serializer:
@@ -229,34 +122,34 @@ class Serializer:
         """JSON text for ``value`` (``key``: the name it was found under, for key redaction)."""
         try:
             if key is not None and self.redactor.is_secret_key(key):
-                return _encode_str(REDACTED)
+                return encode_str(REDACTED)
             cls = type(value)
             # Fast paths: most callback payloads are short strings or small plain structures.
             if isinstance(value, str) and len(value) <= self.max_chars and self._plain_str_ok:
                 text = self.redactor.redact_text(
-                    _clean_str(value if cls is str else str.__str__(value)))
-                if len(text) < _BASE64_MIN_CHARS or _base64_summary(text) is None:
-                    out = _encode_str(text)
+                    clean_str(value if cls is str else str.__str__(value)))
+                if len(text) < BASE64_MIN_CHARS or base64_summary(text) is None:
+                    out = encode_str(text)
                     if len(out) <= self.max_chars:
                         return out
             elif value is None or cls is bool or (
-                cls is int and _INT64_MIN <= value <= _INT64_MAX
+                cls is int and INT64_MIN <= value <= INT64_MAX
             ):
                 if self._plain_str_ok:
-                    return _encode(value)
+                    return encode(value)
             elif self._json_text_ok:
                 out = self._fast(value)
                 if out is not None:
                     return out
             walk = _Walk()
             data = self._convert(value, key, 0, walk)
-            out = _encode(data)
+            out = encode(data)
             if len(out) <= self.max_chars:
                 return out
             return self._truncated(out, len(out) + walk.cut)
         except Exception as exc:  # noqa: BLE001 - never raise into the host app
             report("serialize.dumps", exc)
-            return _encode({TRUNCATED_KEY: True, "error": type(exc).__name__})
+            return encode({TRUNCATED_KEY: True, "error": type(exc).__name__})
 
     def scalar(self, value: Any, key: str | None = None) -> str | int | float | bool:
         """One attribute value: bool / int / float kept, str redacted and capped, else JSON."""
@@ -266,13 +159,13 @@ class Serializer:
             if isinstance(value, bool):
                 return self._masked(key, value)
             if isinstance(value, int):
-                if _INT64_MIN <= value <= _INT64_MAX:
+                if INT64_MIN <= value <= INT64_MAX:
                     return self._masked(key, int(value))
                 return self._masked(key, self._bigint(value))
             if isinstance(value, float):
                 return self._masked(key, float(value))
             if isinstance(value, str):
-                text = self.redactor.redact_text(_clean_str(value))
+                text = self.redactor.redact_text(clean_str(value))
                 if len(text) > self.max_chars:
                     suffix = f"...[otel_mlflow.truncated original_chars={len(value)}]"
                     text = text[: self.max_chars - len(suffix)] + suffix
@@ -281,6 +174,37 @@ class Serializer:
         except Exception as exc:  # noqa: BLE001 - never raise into the host app
             report("serialize.scalar", exc)
             return f"<{type(value).__name__}>"
+
+    def fragment(self, value: Any, depth: int = 0) -> str | None:
+        """The JSON text ``dumps`` writes for ``value`` at nesting ``depth`` of a document, or None.
+
+        For documents built piece by piece (``otel_mlflow._content``): a string within the cap
+        that is no base64 blob, or a plain structure (see ``_fast``), gives exactly the text the
+        whole-document walk would write for it; anything needing a marker, a summary or the mask
+        hook gives None, and the caller falls back to ``dumps`` of the whole document. The caller
+        checks the finished document against ``max_chars``.
+        """
+        if not self._plain_str_ok:
+            return None
+        try:
+            if type(value) is str:
+                if len(value) >= BASE64_MIN_CHARS and (
+                    len(value) > self._string_cap or base64_summary(value) is not None
+                ):
+                    return None
+                return encode_str(self.redactor.redact_text(clean_str(value)))
+            if value is None or type(value) is bool or (
+                type(value) is int and INT64_MIN <= value <= INT64_MAX
+            ):
+                return encode(value)
+            if not self._json_text_ok or self._scan(value, depth, self.max_chars) < 0:
+                return None
+            out = fast_encode(value)
+            if not out.isascii():
+                out.encode("utf-8")
+            return self.redactor.redact_json_text(out)
+        except Exception:  # noqa: BLE001 - NaN, surrogates, odd fields: the caller's dumps copes
+            return None
 
     # --- internals --------------------------------------------------------------------------
     def _fast(self, value: Any) -> str | None:
@@ -294,7 +218,7 @@ class Serializer:
         try:
             if self._scan(value, 0, self.max_chars) < 0:
                 return None
-            out = _fast_encode(value)
+            out = fast_encode(value)
         except Exception:  # noqa: BLE001 - NaN, huge ints, odd fields: the full walk copes
             return None
         if not out.isascii():
@@ -327,11 +251,11 @@ class Serializer:
                 tv = type(item)
                 if tv is str:
                     n = len(item)
-                    if n >= _BASE64_MIN_CHARS:
+                    if n >= BASE64_MIN_CHARS:
                         return -1
                     budget -= n + 3
                 elif item is None or tv is bool or (
-                    tv is int and _INT64_MIN <= item <= _INT64_MAX
+                    tv is int and INT64_MIN <= item <= INT64_MAX
                 ):
                     budget -= 6
                 else:
@@ -346,11 +270,11 @@ class Serializer:
                 tv = type(item)
                 if tv is str:
                     n = len(item)
-                    if n >= _BASE64_MIN_CHARS:
+                    if n >= BASE64_MIN_CHARS:
                         return -1
                     budget -= n + 3
                 elif item is None or tv is bool or (
-                    tv is int and _INT64_MIN <= item <= _INT64_MAX
+                    tv is int and INT64_MIN <= item <= INT64_MAX
                 ):
                     budget -= 6
                 else:
@@ -359,19 +283,19 @@ class Serializer:
                     return -1
             return budget
         if cls is str:
-            return budget - len(value) - 2 if len(value) < _BASE64_MIN_CHARS else -1
-        if value is None or cls is bool or (cls is int and _INT64_MIN <= value <= _INT64_MAX):
+            return budget - len(value) - 2 if len(value) < BASE64_MIN_CHARS else -1
+        if value is None or cls is bool or (cls is int and INT64_MIN <= value <= INT64_MAX):
             return budget - 6
         if cls is float:
             return budget - 24 if math.isfinite(value) else -1
-        names = _model_field_names(cls)
+        names = model_field_names(cls)
         if names is None or self.redactor.is_secret_object(value):
             return -1
         if getattr(value, "__pydantic_extra__", None):
             return -1
         for name in names:
             item = getattr(value, name)
-            if _empty(item):
+            if is_empty(item):
                 continue
             if is_secret(name):
                 return -1
@@ -390,22 +314,22 @@ class Serializer:
 
     def _truncated(self, text: str, original_chars: int) -> str:
         """The truncation marker with as much of ``text`` as fits in ``max_chars``."""
-        shell = _encode({TRUNCATED_KEY: True, "original_chars": original_chars,
+        shell = encode({TRUNCATED_KEY: True, "original_chars": original_chars,
                                  "preview": ""})
         room = self.max_chars - len(shell)
         take = room
         while take > 0:
-            preview = _encode_str(_clean_str(text[:take]))
+            preview = encode_str(clean_str(text[:take]))
             if len(preview) - 2 <= room:
-                return _encode({TRUNCATED_KEY: True, "original_chars": original_chars,
+                return encode({TRUNCATED_KEY: True, "original_chars": original_chars,
                                         "preview": json.loads(preview)})
             # Escapes made it longer; shrink in proportion and try again.
             take = max(0, min(take - 1, int(take * room / (len(preview) - 2)) - 1))
         return shell
 
     def _str(self, text: str, key: str | None, walk: _Walk) -> Any:
-        if len(text) >= _BASE64_MIN_CHARS:
-            summary = _base64_summary(text)
+        if len(text) >= BASE64_MIN_CHARS:
+            summary = base64_summary(text)
             if summary is not None:
                 walk.cut += len(text)
                 return summary
@@ -413,13 +337,13 @@ class Serializer:
             # Redact a little beyond the cut so a secret straddling it is still recognised;
             # only this window is copied, never the whole (possibly 10 MB) string.
             cap = self._string_cap
-            window = self.redactor.redact_text(_clean_str(text[: cap + 512]))
+            window = self.redactor.redact_text(clean_str(text[: cap + 512]))
             walk.cut += len(text) - cap
             preview = window[:cap]
             if self.redactor.has_mask:
                 preview = self._leaf_mask(key, preview, walk)
             return {TRUNCATED_KEY: True, "original_chars": len(text), "preview": preview}
-        text = self.redactor.redact_text(_clean_str(text))
+        text = self.redactor.redact_text(clean_str(text))
         if self.redactor.has_mask:
             return self._leaf_mask(key, text, walk)
         return text
@@ -428,7 +352,7 @@ class Serializer:
         masked = self.redactor.apply_mask(key, value)
         if masked is value or isinstance(masked, (str, bool, int, float)) or masked is None:
             if isinstance(masked, float):
-                return _float(masked)
+                return json_float(masked)
             return masked
         # A hook returning a structure: convert it once, without calling the hook again.
         return json.loads(Serializer(self.max_chars, Redactor(extra_keys=(), extra_patterns=()))
@@ -441,11 +365,11 @@ class Serializer:
         if value is None or cls is bool:
             return self._leaf_mask(key, value, walk) if self.redactor.has_mask else value
         if cls is int:
-            out: Any = value if _INT64_MIN <= value <= _INT64_MAX else self._bigint(value)
+            out: Any = value if INT64_MIN <= value <= INT64_MAX else self._bigint(value)
             return self._leaf_mask(key, out, walk) if self.redactor.has_mask else out
         if cls is float:
-            return self._leaf_mask(key, _float(value), walk) if self.redactor.has_mask \
-                else _float(value)
+            return self._leaf_mask(key, json_float(value), walk) if self.redactor.has_mask \
+                else json_float(value)
         if depth >= self.max_depth:
             return DEPTH_MARKER
         if cls is dict or isinstance(value, Mapping):
@@ -478,7 +402,7 @@ class Serializer:
                 if len(k) > _MAX_KEY_CHARS:
                     k = k[:_MAX_KEY_CHARS]
                 if not k.isascii():
-                    k = _clean_str(k)
+                    k = clean_str(k)
                 if k in out:
                     k = f"{k}#{index}"
                 if redactor.is_secret_key(k):
@@ -534,7 +458,7 @@ class Serializer:
         if isinstance(value, enum.Enum):
             return self._convert(value.value, key, depth + 1, walk)
         cls = type(value)
-        names = _model_field_names(cls)
+        names = model_field_names(cls)
         if names is not None:
             return self._fields(value, names, depth, walk)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -545,7 +469,7 @@ class Serializer:
         if isinstance(value, (uuid.UUID, PurePath)):
             return str(value)
         if isinstance(value, Decimal):
-            return _float(float(value)) if value.is_finite() else str(value)
+            return json_float(float(value)) if value.is_finite() else str(value)
         if isinstance(value, BaseException):
             return {"type": cls.__name__,
                     "message": self._convert(self._safe_str(value), "message", depth + 1, walk)}
@@ -567,7 +491,7 @@ class Serializer:
                     item = getattr(value, name)
                 except Exception:  # noqa: BLE001 - a field that cannot be read is skipped
                     continue
-                if skip_empty and _empty(item):
+                if skip_empty and is_empty(item):
                     continue
                 if redactor.is_secret_key(name):
                     out[name] = REDACTED

@@ -27,7 +27,11 @@ Design (why it looks like this):
 - Every callback body is wrapped: a fault is reported through ``otel_mlflow._faults`` and never
   reaches LangChain or the app.
 - Content (messages, inputs/outputs, tool arguments/results, metadata values, error messages) is
-  captured by default and serialized once through ``Serializer`` (redaction + size cap).
+  captured by default and serialized once (``_content``: messages as JSON text directly, memoized
+  per trace; ``Serializer``: redaction + size cap). Objects a LangChain composition hands on
+  unchanged are serialized once for both spans.
+- Spans are started, annotated and failed through ``_span_ops`` (the SDK's per-value attribute
+  check is skipped where it provably changes nothing).
 
 Configuration, each resolved once here (argument > environment variable > default):
 
@@ -43,7 +47,6 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
 from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -52,15 +55,15 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import ToolMessage
 from opentelemetry import trace as trace_api
-from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Span, SpanKind, TracerProvider
 from opentelemetry.trace import set_span_in_context
 
 from otel_mlflow import _attributes as A
 from otel_mlflow import _config
 from otel_mlflow import _mapping as M
-from otel_mlflow import _messages as MSG
 from otel_mlflow import _model_context
+from otel_mlflow import _span_ops
+from otel_mlflow._content import Content
 from otel_mlflow._faults import report
 from otel_mlflow._redact import Redactor
 from otel_mlflow._run_map import RunMap, RunState
@@ -73,32 +76,6 @@ try:
     _VERSION = version("otel-mlflow")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0.0.0"
-
-# LangChain compositions that pass their input to the first step and return the last step's
-# output unchanged (no user code in between), so those objects can be serialized once.
-_COMPOSITIONS = (
-    "RunnableSequence", "RunnableParallel", "RunnableAssign", "RunnablePick",
-    "RunnableWithFallbacks", "RunnableEach",
-)
-# LangGraph raises these for control flow (interrupts, handing a command to the parent graph):
-# they end the run but are not failures.
-_CONTROL_FLOW_ERRORS = frozenset(
-    {"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"}
-)
-
-
-def _safe_str(error: BaseException) -> str:
-    try:
-        return str(error)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the error span
-        return f"<unprintable {type(error).__name__}>"
-
-
-def _safe_traceback(error: BaseException) -> str:
-    try:
-        return "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    except Exception:  # noqa: BLE001
-        return _safe_str(error)
 
 
 class OtelTracer(BaseCallbackHandler):
@@ -121,7 +98,7 @@ class OtelTracer(BaseCallbackHandler):
     ) -> None:
         super().__init__()
         provider = tracer_provider or trace_api.get_tracer_provider()
-        self._tracer = provider.get_tracer(_TRACER_NAME, _VERSION)
+        self._spans = _span_ops.SpanOps(provider.get_tracer(_TRACER_NAME, _VERSION))
         self.capture_content = (
             capture_content
             if capture_content is not None
@@ -140,10 +117,11 @@ class OtelTracer(BaseCallbackHandler):
         self._runs = RunMap(cap, ttl)
         self.run_ttl_seconds = self._runs.ttl_seconds
         self.max_open_runs = self._runs.max_open
-        redactor = Redactor(
-            extra_keys=redact_keys, extra_patterns=redact_patterns, mask=mask
-        )
+        redactor = Redactor(extra_keys=redact_keys, extra_patterns=redact_patterns, mask=mask)
         self._ser = Serializer(max_attribute_chars, redactor)
+        self._content = Content(self._ser)
+        # Content capture off: the serializer is not handed to the error / event code either.
+        self._content_ser = self._ser if self.capture_content else None
         # HTTP/gRPC client spans of the provider call nest under the chat span through this.
         _model_context.register(self)
 
@@ -159,17 +137,19 @@ class OtelTracer(BaseCallbackHandler):
         return len(self._runs)
 
     # --- run map --------------------------------------------------------------------------
-    def _parent(self, parent_run_id: UUID | None) -> tuple[Context | None, RunState | None]:
-        """Parent context of a new span: the parent run's anchor, else the ambient context."""
+    def _parent(self, parent_run_id: UUID | None) -> RunState | None:
+        """The open parent run whose anchor parents a new span (its ``ctx`` set), else None.
+
+        None: the new span's parent is the ambient context (a root, or an unknown parent).
+        """
         if parent_run_id is None:
-            return None, None
+            return None
         parent = self._runs.get(parent_run_id)
         if parent is None or parent.anchor is None:
-            return None, None
-        ctx = parent.ctx
-        if ctx is None:
-            ctx = parent.ctx = set_span_in_context(parent.anchor)
-        return ctx, parent
+            return None
+        if parent.ctx is None:
+            parent.ctx = set_span_in_context(parent.anchor)
+        return parent
 
     def _open(
         self,
@@ -177,21 +157,30 @@ class OtelTracer(BaseCallbackHandler):
         name: str,
         kind: SpanKind,
         attrs: dict[str, Any],
-        ctx: Context | None,
         now: int,
         run_type: str,
         meta: dict[str, Any] | None,
         parent: RunState | None,
     ) -> RunState:
-        span = self._tracer.start_span(
-            name, context=ctx, kind=kind, attributes=attrs, start_time=now,
-            record_exception=False, set_status_on_exception=False,
-        )
+        span, own = self._spans.start(name, parent.ctx if parent is not None else None, kind,
+                                      attrs, now)
         run = RunState(span, span, None, now, run_type, meta, parent)
-        run.rid = attrs.get(A.LC_RUN_ID)
+        run.rid = attrs[A.LC_RUN_ID]
+        run.attrs = own
+        if parent is not None:
+            run.memo = parent.memo
+        elif self.capture_content:
+            run.memo = {}
         for old, error_type in self._runs.add(run_id, run, now):
             self._abandon(old, error_type, now)
         return run
+
+    def _end_attrs(self, run: RunState, attrs: dict[str, Any]) -> None:
+        """A run's end values: into its span's own dict when the tracer holds it, else the SDK."""
+        if run.attrs is not None:
+            run.attrs.update(attrs)
+        else:
+            self._spans.set(run.span, attrs)  # type: ignore[arg-type]
 
     def _abandon(self, run: RunState, error_type: str, now: int) -> None:
         if run.span is None:
@@ -201,19 +190,17 @@ class OtelTracer(BaseCallbackHandler):
             message=f"LangChain run ended by otel_mlflow ({error_type}); open runs capped at "
             f"{self.max_open_runs}, TTL {self.run_ttl_seconds:g}s",
         )
-        run.span.set_attribute(A.ERROR_TYPE, error_type)
-        run.span.set_status(Status(StatusCode.ERROR, error_type))
-        run.span.end(end_time=now)
+        _span_ops.abandon(run.span, error_type, now)
 
-    def _skip(self, run_id: UUID, parent: RunState | None, ctx: Context | None, now: int,
-              run_type: str) -> None:
-        anchor = parent.anchor if parent is not None else None
-        run = RunState(None, anchor, ctx, now, run_type, parent.meta if parent else None, None)
+    def _skip(self, run_id: UUID, parent: RunState | None, now: int, run_type: str) -> None:
+        if parent is None:
+            run = RunState(None, None, None, now, run_type, None, None)
+        else:
+            # Children of a skipped run attach to its nearest kept ancestor.
+            run = RunState(None, parent.anchor, parent.ctx, now, run_type, parent.meta, None)
+            run.memo = parent.memo
         for old, error_type in self._runs.add(run_id, run, now):
             self._abandon(old, error_type, now)
-
-    def _close(self, run_id: UUID) -> RunState | None:
-        return self._runs.pop(run_id)
 
     # --- shared attribute helpers ---------------------------------------------------------
     def _base_attrs(
@@ -231,24 +218,27 @@ class OtelTracer(BaseCallbackHandler):
             A.LC_RUN_TYPE: run_type,
             A.LC_NAME: name,
         }
-        if parent_run_id is not None:
-            rid = parent.rid if parent is not None else None
-            attrs[A.LC_PARENT_RUN_ID] = rid if rid is not None else str(parent_run_id)
-        if parent is None:
+        if parent is not None:
+            # The parent's run id as text was made once, for the parent's own span.
+            attrs[A.LC_PARENT_RUN_ID] = parent.rid or str(parent_run_id)
+        else:
             attrs[A.ROOT] = True
+            if parent_run_id is not None:
+                attrs[A.LC_PARENT_RUN_ID] = str(parent_run_id)
             self._active_mlflow_run(attrs)
-        kept_tags = M.user_tags(tags)
-        if kept_tags:
-            attrs[A.LC_TAGS] = kept_tags
-        meta = None
-        if metadata:
-            conversation = M.conversation_id(metadata)
-            if conversation is not None:
-                attrs[A.GEN_AI_CONVERSATION_ID] = conversation
-            meta = M.user_metadata(metadata)
-            # Inherited metadata repeats on every child; write it where it changes (and on roots).
-            if meta and self.capture_content and (parent is None or meta != parent.meta):
-                attrs[A.LC_METADATA] = self._ser.dumps(meta)
+        if tags:
+            kept_tags = M.user_tags(tags)
+            if kept_tags:
+                attrs[A.LC_TAGS] = kept_tags
+        if not metadata:
+            return attrs, None
+        conversation = M.conversation_id(metadata)
+        if conversation is not None:
+            attrs[A.GEN_AI_CONVERSATION_ID] = conversation
+        meta = M.user_metadata(metadata)
+        # Inherited metadata repeats on every child; write it where it changes (and on roots).
+        if meta and self.capture_content and (parent is None or meta != parent.meta):
+            attrs[A.LC_METADATA] = self._ser.dumps(meta)
         return attrs, meta
 
     @staticmethod
@@ -264,28 +254,9 @@ class OtelTracer(BaseCallbackHandler):
 
     def _fail(self, run_id: UUID, error: BaseException) -> None:
         now = time.time_ns()
-        run = self._close(run_id)
-        if run is None or run.span is None:
-            return
-        span = run.span
-        try:
-            etype = type(error).__name__
-            if etype in _CONTROL_FLOW_ERRORS:
-                span.add_event("otel_mlflow.control_flow", {"exception.type": etype}, now)
-                return
-            # The error facts first, so a failing message below still leaves an error span.
-            span.set_status(Status(StatusCode.ERROR, None))
-            span.set_attribute(A.ERROR_TYPE, etype)
-            event: dict[str, Any] = {"exception.type": etype}
-            if self.capture_content:
-                message = self._ser.scalar(_safe_str(error))
-                span.set_attributes({A.ERROR_MESSAGE: message})
-                span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
-                event["exception.message"] = message
-                event["exception.stacktrace"] = self._ser.scalar(_safe_traceback(error))
-            span.add_event("exception", event, now)
-        finally:
-            span.end(end_time=now)
+        run = self._runs.pop(run_id)
+        if run is not None and run.span is not None:
+            _span_ops.fail(run.span, error, now, self._content_ser)
 
     def _fallback(self, run_id: UUID, parent_run_id: UUID | None, run_type: str,
                   name: Any) -> None:
@@ -294,12 +265,12 @@ class OtelTracer(BaseCallbackHandler):
             if run_id in self._runs:
                 return
             now = time.time_ns()
-            ctx, parent = self._parent(parent_run_id)
+            parent = self._parent(parent_run_id)
             attrs: dict[str, Any] = {A.LC_RUN_ID: str(run_id), A.LC_RUN_TYPE: run_type}
             if parent is None:
                 attrs[A.ROOT] = True
             text = name if isinstance(name, str) and name else run_type
-            self._open(run_id, text, SpanKind.INTERNAL, attrs, ctx, now, run_type, None, parent)
+            self._open(run_id, text, SpanKind.INTERNAL, attrs, now, run_type, None, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.fallback", exc)
 
@@ -317,11 +288,11 @@ class OtelTracer(BaseCallbackHandler):
     ) -> None:
         try:
             now = time.time_ns()
-            ctx, parent = self._parent(parent_run_id)
+            parent = self._parent(parent_run_id)
             name = M.run_name(serialized, kwargs, "chain")
             cls = M.classify_chain(name, metadata, tags, parent_run_id is None)
             if cls.skip:
-                self._skip(run_id, parent, ctx, now, A.RUN_CHAIN)
+                self._skip(run_id, parent, now, A.RUN_CHAIN)
                 return
             attrs, meta = self._base_attrs(
                 run_id, parent_run_id, A.RUN_CHAIN, name, tags, metadata, parent
@@ -335,11 +306,10 @@ class OtelTracer(BaseCallbackHandler):
                 if parent is not None and inputs is parent.in_obj and parent.in_json is not None:
                     text = parent.in_json
                 else:
-                    text = self._ser.dumps(MSG.to_content(inputs))
+                    text = self._content.value(inputs, parent.memo if parent else None)
                 attrs[A.INPUT] = text
-            run = self._open(run_id, cls.span_name, cls.kind, attrs, ctx, now, A.RUN_CHAIN, meta,
-                             parent)
-            run.compose = name.startswith(_COMPOSITIONS)
+            run = self._open(run_id, cls.span_name, cls.kind, attrs, now, A.RUN_CHAIN, meta, parent)
+            run.compose = cls.compose
             if text is not None and (run.compose or type(inputs) is str):
                 run.in_obj = inputs
                 run.in_json = text
@@ -350,16 +320,18 @@ class OtelTracer(BaseCallbackHandler):
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
             now = time.time_ns()
-            run = self._close(run_id)
+            run = self._runs.pop(run_id)
             if run is None or run.span is None:
                 return
             try:
                 if self.capture_content:
                     if outputs is run.out_obj and run.out_json is not None:
                         text = run.out_json
+                    elif type(outputs) is str and outputs is run.in_obj:
+                        text = run.in_json  # a string passed through unchanged
                     else:
-                        text = self._ser.dumps(MSG.to_content(outputs))
-                    run.span.set_attribute(A.OUTPUT, text)
+                        text = self._content.value(outputs, run.memo)
+                    self._end_attrs(run, {A.OUTPUT: text})
                     parent = run.parent
                     if parent is not None and (parent.compose or type(outputs) is str):
                         parent.out_obj = outputs
@@ -386,11 +358,10 @@ class OtelTracer(BaseCallbackHandler):
         metadata: dict[str, Any] | None,
         serialized: dict[str, Any] | None,
         kwargs: dict[str, Any],
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, Context | None, int, str | None,
-               RunState | None]:
-        """Common start of an LLM span: ``(attrs, metadata, context, start ns, model, parent)``."""
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, int, str | None, RunState | None]:
+        """Common start of an LLM span: ``(attrs, metadata, start ns, model, parent)``."""
         now = time.time_ns()
-        ctx, parent = self._parent(parent_run_id)
+        parent = self._parent(parent_run_id)
         name = M.run_name(serialized, kwargs, run_type)
         attrs, meta = self._base_attrs(run_id, parent_run_id, run_type, name, tags, metadata, parent)
         attrs[A.GEN_AI_OPERATION_NAME] = operation
@@ -398,7 +369,7 @@ class OtelTracer(BaseCallbackHandler):
         if provider is not None:
             attrs[A.GEN_AI_PROVIDER_NAME] = provider
         model = M.request_attributes(kwargs.get("invocation_params"), metadata, attrs)
-        return attrs, meta, ctx, now, model, parent
+        return attrs, meta, now, model, parent
 
     def on_chat_model_start(
         self,
@@ -412,16 +383,18 @@ class OtelTracer(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            attrs, meta, ctx, now, model, parent = self._llm_start(
+            attrs, meta, now, model, parent = self._llm_start(
                 A.OP_CHAT, A.RUN_CHAT_MODEL, run_id, parent_run_id, tags, metadata, serialized,
                 kwargs,
             )
             if self.capture_content and messages:
-                inputs, system = MSG.chat_input(messages[0])
-                attrs[A.GEN_AI_INPUT_MESSAGES] = self._ser.dumps(inputs)
-                if system:
-                    attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = self._ser.dumps(system)
-            self._open(run_id, M.llm_span(A.OP_CHAT, model), M.LLM_KIND, attrs, ctx, now,
+                inputs, system = self._content.chat_input(
+                    messages[0], parent.memo if parent is not None else None
+                )
+                attrs[A.GEN_AI_INPUT_MESSAGES] = inputs
+                if system is not None:
+                    attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = system
+            self._open(run_id, M.llm_span(A.OP_CHAT, model), M.LLM_KIND, attrs, now,
                        A.RUN_CHAT_MODEL, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_chat_model_start", exc)
@@ -439,14 +412,14 @@ class OtelTracer(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            attrs, meta, ctx, now, model, parent = self._llm_start(
+            attrs, meta, now, model, parent = self._llm_start(
                 A.OP_TEXT_COMPLETION, A.RUN_LLM, run_id, parent_run_id, tags, metadata,
                 serialized, kwargs,
             )
             if self.capture_content and prompts:
-                attrs[A.GEN_AI_INPUT_MESSAGES] = self._ser.dumps(MSG.prompt_input(prompts))
-            self._open(run_id, M.llm_span(A.OP_TEXT_COMPLETION, model), M.LLM_KIND, attrs, ctx,
-                       now, A.RUN_LLM, meta, parent)
+                attrs[A.GEN_AI_INPUT_MESSAGES] = self._content.prompts(prompts)
+            self._open(run_id, M.llm_span(A.OP_TEXT_COMPLETION, model), M.LLM_KIND, attrs, now,
+                       A.RUN_LLM, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_llm_start", exc)
             self._fallback(run_id, parent_run_id, A.RUN_LLM, kwargs.get("name"))
@@ -463,7 +436,7 @@ class OtelTracer(BaseCallbackHandler):
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
             now = time.time_ns()
-            run = self._close(run_id)
+            run = self._runs.pop(run_id)
             if run is None or run.span is None:
                 return
             try:
@@ -472,12 +445,13 @@ class OtelTracer(BaseCallbackHandler):
                     attrs[A.STREAMED] = True
                     attrs[A.TTFT_MS] = (run.first_token_ns - run.start_ns) / 1e6
                     run.span.add_event(A.EVENT_FIRST_TOKEN, None, run.first_token_ns)
-                generations = M.response_attributes(response, attrs)
+                reasons: list[str | None] = []
+                generations = M.response_attributes(response, attrs, reasons)
                 if self.capture_content and generations:
-                    attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._ser.dumps(
-                        MSG.output_messages(generations)
+                    attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._content.outputs(
+                        generations, reasons, run.memo
                     )
-                run.span.set_attributes(attrs)
+                self._end_attrs(run, attrs)
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
@@ -504,26 +478,17 @@ class OtelTracer(BaseCallbackHandler):
     ) -> None:
         try:
             now = time.time_ns()
-            ctx, parent = self._parent(parent_run_id)
+            parent = self._parent(parent_run_id)
             name = M.run_name(serialized, kwargs, "tool")
             attrs, meta = self._base_attrs(
                 run_id, parent_run_id, A.RUN_TOOL, name, tags, metadata, parent
             )
-            attrs[A.GEN_AI_OPERATION_NAME] = A.OP_EXECUTE_TOOL
-            attrs[A.GEN_AI_TOOL_NAME] = name
-            attrs[A.GEN_AI_TOOL_TYPE] = A.GEN_AI_TOOL_TYPE_FUNCTION
-            call_id = kwargs.get("tool_call_id")
-            if call_id:
-                attrs[A.GEN_AI_TOOL_CALL_ID] = str(call_id)
-            if serialized:
-                description = serialized.get("description")
-                if description:
-                    attrs[A.GEN_AI_TOOL_DESCRIPTION] = self._ser.scalar(description)
+            M.tool_attributes(name, serialized, kwargs.get("tool_call_id"), self._ser, attrs)
             if self.capture_content:
                 text = self._ser.dumps(inputs if inputs is not None else input_str)
                 attrs[A.INPUT] = text
                 attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = text
-            self._open(run_id, "execute_tool " + name, M.TOOL_KIND, attrs, ctx, now,
+            self._open(run_id, "execute_tool " + name, M.TOOL_KIND, attrs, now,
                        A.RUN_TOOL, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_tool_start", exc)
@@ -532,7 +497,7 @@ class OtelTracer(BaseCallbackHandler):
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
             now = time.time_ns()
-            run = self._close(run_id)
+            run = self._runs.pop(run_id)
             if run is None or run.span is None:
                 return
             try:
@@ -540,7 +505,7 @@ class OtelTracer(BaseCallbackHandler):
                     # A ToolMessage's content is the result the model sees.
                     value = output.content if isinstance(output, ToolMessage) else output
                     text = self._ser.dumps(value)
-                    run.span.set_attributes({A.OUTPUT: text, A.GEN_AI_TOOL_CALL_RESULT: text})
+                    self._end_attrs(run, {A.OUTPUT: text, A.GEN_AI_TOOL_CALL_RESULT: text})
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
@@ -566,7 +531,7 @@ class OtelTracer(BaseCallbackHandler):
     ) -> None:
         try:
             now = time.time_ns()
-            ctx, parent = self._parent(parent_run_id)
+            parent = self._parent(parent_run_id)
             name = M.run_name(serialized, kwargs, "retriever")
             attrs, meta = self._base_attrs(
                 run_id, parent_run_id, A.RUN_RETRIEVER, name, tags, metadata, parent
@@ -575,7 +540,7 @@ class OtelTracer(BaseCallbackHandler):
             attrs[A.GEN_AI_DATA_SOURCE_ID] = name
             if self.capture_content:
                 attrs[A.INPUT] = self._ser.dumps(query)
-            self._open(run_id, "retrieval " + name, M.RETRIEVER_KIND, attrs, ctx, now,
+            self._open(run_id, "retrieval " + name, M.RETRIEVER_KIND, attrs, now,
                        A.RUN_RETRIEVER, meta, parent)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_retriever_start", exc)
@@ -584,19 +549,12 @@ class OtelTracer(BaseCallbackHandler):
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
         try:
             now = time.time_ns()
-            run = self._close(run_id)
+            run = self._runs.pop(run_id)
             if run is None or run.span is None:
                 return
             try:
                 if self.capture_content:
-                    docs = [
-                        {
-                            "page_content": getattr(d, "page_content", d),
-                            "metadata": getattr(d, "metadata", None),
-                        }
-                        for d in documents
-                    ]
-                    run.span.set_attribute(A.OUTPUT, self._ser.dumps(docs))
+                    self._end_attrs(run, {A.OUTPUT: self._content.documents(documents)})
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
@@ -617,21 +575,21 @@ class OtelTracer(BaseCallbackHandler):
 
     def on_agent_action(self, action: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            ser = self._ser if self.capture_content else None
+            ser = self._content_ser
             self._event(run_id, A.EVENT_AGENT_ACTION, M.agent_action_attributes(action, ser))
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_agent_action", exc)
 
     def on_agent_finish(self, finish: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            ser = self._ser if self.capture_content else None
+            ser = self._content_ser
             self._event(run_id, A.EVENT_AGENT_FINISH, M.agent_finish_attributes(finish, ser))
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_agent_finish", exc)
 
     def on_retry(self, retry_state: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            ser = self._ser if self.capture_content else None
+            ser = self._content_ser
             self._event(run_id, A.EVENT_RETRY, M.retry_attributes(retry_state, ser))
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_retry", exc)

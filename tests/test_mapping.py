@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from otel_mlflow import _attributes as A
 from otel_mlflow import _mapping as M
+from otel_mlflow import _messages as MSG
 from otel_mlflow.testing.gemini_emulator import GeminiEmulator, Reply, Usage
 from tests._support.fake_models import (
     CACHE_READ_TOKENS,
@@ -233,6 +234,46 @@ def test_vertexai_streamed_payload_usage(gemini_emulator: GeminiEmulator) -> Non
     assert out[A.GEN_AI_USAGE_INPUT_TOKENS] == 4
     assert out[A.USAGE_TOTAL_TOKENS] == 12
     assert out[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 5
+
+
+def test_vertexai_streamed_finish_reason_is_the_last_meaningful_one(
+    gemini_emulator: GeminiEmulator,
+) -> None:
+    """LangChain concatenates the chunks' finish reasons; the span keeps the final ``STOP``."""
+    gemini_emulator.queue(Reply(text="one two three", stream_chunks=3, finish_reason="STOP"))
+    recorder = Recorder()
+    llm = gemini_emulator.chat_model("gemini-2.5-flash")
+    list(llm.stream("count", config={"callbacks": [recorder]}))
+    (end,) = [c for c in recorder.calls if c.event == "on_llm_end"]
+    generation = end.args[0].generations[0][0]
+    # The real payload: two chunks without a finish reason, then STOP, merged as strings.
+    raw = (generation.generation_info or {}).get("finish_reason") or (
+        generation.message.response_metadata.get("finish_reason")
+    )
+    assert raw == "FINISH_REASON_UNSPECIFIEDFINISH_REASON_UNSPECIFIEDSTOP"
+    out: dict[str, Any] = {}
+    M.response_attributes(end.args[0], out)
+    assert out[A.GEN_AI_RESPONSE_FINISH_REASONS] == ("STOP",)
+    (message,) = MSG.output_messages(end.args[0].generations[0])
+    assert message["finish_reason"] == "STOP"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("STOP", "STOP"),
+        ("FINISH_REASON_UNSPECIFIEDSTOP", "STOP"),
+        ("FINISH_REASON_UNSPECIFIEDFINISH_REASON_UNSPECIFIEDMAX_TOKENS", "MAX_TOKENS"),
+        ("FINISH_REASON_UNSPECIFIEDFINISH_REASON_UNSPECIFIED", "FINISH_REASON_UNSPECIFIED"),
+        ("FINISH_REASON_UNSPECIFIED", "FINISH_REASON_UNSPECIFIED"),
+        ("STOPSTOP", "STOP"),
+        ("stop", "stop"),
+        ("end_turn", "end_turn"),
+        ("length", "length"),
+    ],
+)
+def test_clean_finish_reason_table(raw: str, expected: str) -> None:
+    assert MSG.clean_finish_reason(raw) == expected
 
 
 def test_fake_model_usage_from_real_llm_result() -> None:

@@ -23,9 +23,10 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_mlflow import _attributes as A
@@ -215,6 +216,16 @@ def test_tool_span(cap: Capture) -> None:
     assert json.loads(at[A.GEN_AI_TOOL_CALL_ARGUMENTS]) == {"a": 2, "b": 3}
     assert json.loads(at[A.GEN_AI_TOOL_CALL_RESULT]) == "5"
     assert at[A.ROOT] is True
+
+
+def test_tool_description_is_redacted_by_each_tracer_s_own_rules() -> None:
+    plain, strict = Capture(), Capture(redact_patterns=[r"two numbers"])
+    for _ in range(2):  # the second call is served from the per-description memo
+        for capture in (plain, strict, plain):
+            add.invoke({"a": 1, "b": 2}, config=capture.config())
+    for capture, expected in ((plain, "Add two numbers."), (strict, "Add [REDACTED].")):
+        descriptions = {(s.attributes or {})[A.GEN_AI_TOOL_DESCRIPTION] for s in capture.spans()}
+        assert descriptions == {expected}
 
 
 class Docs(BaseRetriever):
@@ -444,11 +455,15 @@ def test_faults_never_reach_the_chain(cap: Capture, caplog: pytest.LogCaptureFix
 
 
 def test_active_mlflow_run_is_recorded_on_the_root(
-    cap: Capture, embedded_tracking_uri: str
+    cap: Capture, embedded_tracking_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    mlflow.set_tracking_uri(embedded_tracking_uri)
+    # The tracking URI through the environment, and MLflow's process-wide URI restored after
+    # the test: a relative sqlite URI left set would send later tests to this temp dir's store.
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", embedded_tracking_uri)
     with mlflow.start_run() as run:
         _chain().invoke({"q": "x"}, config=cap.config())
     _chain().invoke({"q": "y"}, config=cap.config())
@@ -609,3 +624,67 @@ def test_user_redaction_rules_and_mask_hook() -> None:
     assert "hush" not in text and "ORDER-12345" not in text
     assert "email" in seen
     capture.provider.shutdown()
+
+
+# --- the direct attribute path (``_span_ops``) against the SDK's public API --------------------
+class _ReadingSampler(Sampler):
+    """A sampler that looks at attributes: start attributes must reach ``start_span``."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                      attributes: Any = None, links: Any = None,
+                      trace_state: Any = None) -> SamplingResult:
+        self.seen.append(dict(attributes or {}))
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, None)
+
+    def get_description(self) -> str:
+        return "reading"
+
+
+class _OnStartReader(SpanProcessor):
+    """A processor reading attributes in ``on_start``."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.seen.append(dict(span.attributes or {}))
+
+
+def _run_and_collect(provider: TracerProvider) -> dict[str, dict[str, Any]]:
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = OtelTracer(provider)
+    _chain().invoke({"q": "hello"}, config={"callbacks": [tracer], "tags": ["t1"],
+                                            "metadata": {"thread_id": "T"}})
+    ids = (A.LC_RUN_ID, A.LC_PARENT_RUN_ID)  # fresh per run
+    return {s.name: {k: v for k, v in (s.attributes or {}).items() if k not in ids}
+            for s in exporter.get_finished_spans()}
+
+
+def test_direct_attribute_writes_give_the_same_spans_as_the_public_api() -> None:
+    direct = _run_and_collect(TracerProvider())
+    sampler = _ReadingSampler()
+    via_sampler = _run_and_collect(TracerProvider(sampler=sampler))
+    reader = _OnStartReader()
+    hooked = TracerProvider()
+    hooked.add_span_processor(reader)
+    via_hook = _run_and_collect(hooked)
+    assert len(direct) == 4
+    assert direct == via_sampler == via_hook
+    chat = direct["chat fake-gemini-2.5-flash"]
+    assert chat[A.GEN_AI_RESPONSE_FINISH_REASONS] == ("STOP",)
+    assert chat[A.LC_TAGS] == ("t1",)
+    # A sampler or an on_start hook that reads attributes sees the start attributes.
+    assert any(A.GEN_AI_INPUT_MESSAGES in seen for seen in sampler.seen)
+    assert any(A.GEN_AI_INPUT_MESSAGES in seen for seen in reader.seen)
+
+
+def test_span_limits_still_apply() -> None:
+    limits = SpanLimits(max_span_attribute_length=16, max_span_attributes=6)
+    spans = _run_and_collect(TracerProvider(span_limits=limits))
+    for attrs in spans.values():
+        assert len(attrs) <= 6
+        assert all(len(v) <= 16 for v in attrs.values() if isinstance(v, str))
