@@ -400,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                         for link in (False, True):
                             res = case_run_per_trace(server.url, args.traces, link,
                                                      work / f"spool-{config}-{link}")
-                            name = f"run per trace, server `{config}`, link {'on' if link else 'off'}"
+                            state = "on" if link else "off"
+                            name = f"run per trace, server `{config}`, link {state}"
                             add(name, res, args.traces)
                             details[name] = res["by_endpoint"]
                         if config == "tests":

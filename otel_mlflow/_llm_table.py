@@ -54,7 +54,6 @@ def _message_text(message: Any) -> tuple[str, str]:
     return str(message.get("role") or ""), text
 
 
-
 def messages_text(raw: Any, system: Any = None) -> str | None:
     """Readable text of a ``gen_ai.*.messages`` JSON attribute (plus system instructions).
 
@@ -131,4 +130,3 @@ def table_row(span: ReadableSpan) -> tuple[Any, ...]:
         _int_or_none(attrs.get(A.USAGE_TOTAL_TOKENS)),
         _finish_reason(span),
     )
-

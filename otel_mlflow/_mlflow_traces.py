@@ -21,8 +21,8 @@ Linking the trace to the run, in priority order: (1) on a tracking server with
 replays, local stores, whose ``log_spans`` does not link) ``MlflowClient.link_traces_to_run`` links
 it and raises on failure. The cost of (1): the server only logs a failed header link (the spans
 are stored, the run is written, the link is missing) instead of failing the request, so such a
-link is not retried; the server links in the same request right after storing the spans, so it
-fails only when the store fails between two statements.
+link is not retried. The server links in the same request right after storing the spans, so a
+failure there needs the store to fail right after it accepted the spans.
 
 Offline / air-gapped: when MLflow stores spans with a model name and token usage it prices them
 from its model catalog, which it first tries to download (``MLFLOW_MODEL_CATALOG_URI``, a few

@@ -8,7 +8,8 @@ Run-per-trace mode (``record.target_run_id is None``), at most 5 requests for th
 1. ``create_run`` with every tag (``otel.trace_id`` among them), named after the root span;
 2. one ``log_batch`` with the metrics (step 0, timestamp = trace end) and params;
 3. ``llm_calls.json`` and 4. ``span_tree.json``, one artifact upload each;
-5. one ``UpdateRun`` (the store's ``update_run_info``) to FINISHED (trace OK) or FAILED (trace ERROR) with the trace's end time.
+5. one ``UpdateRun`` (the store's ``update_run_info``) to FINISHED (trace OK) or FAILED (trace
+   ERROR) with the trace's end time.
 
 The Traces-view link (``otel_mlflow._mlflow_traces.log_trace``) comes on top, before step 5: one
 ``POST /v1/traces`` that also links the trace to the run on a first attempt against a tracking

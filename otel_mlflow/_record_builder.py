@@ -259,4 +259,3 @@ def build_record(
         status=status,
         partial=partial,
     )
-

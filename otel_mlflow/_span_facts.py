@@ -87,7 +87,11 @@ def iso(ns: int) -> str:
 
 
 def choose_root(spans: Sequence[ReadableSpan]) -> ReadableSpan | None:
-    """The root by the module docstring's priority order, or None for an empty list."""
+    """The trace's root, or None for an empty list.
+
+    Priority order: (1) the earliest span without a parent or with a remote parent, else (2) the
+    earliest span carrying ``otel_mlflow.root=True``, else (3) the earliest span (partial traces).
+    """
     if not spans:
         return None
     ordered = sorted(spans, key=start_ns)
@@ -100,7 +104,6 @@ def choose_root(spans: Sequence[ReadableSpan]) -> ReadableSpan | None:
     return ordered[0]
 
 
-
 def load_json(value: Any) -> Any:
     if not isinstance(value, str):
         return value
@@ -108,4 +111,3 @@ def load_json(value: Any) -> Any:
         return json.loads(value)
     except ValueError:
         return value
-

@@ -83,9 +83,9 @@ def build_tree(spans: Sequence[ReadableSpan]) -> list[dict[str, Any]]:
     for span in ordered:
         node = nodes[span.context.span_id]
         parent = span.parent
-        if parent is not None and parent.span_id in nodes and parent.span_id != span.context.span_id:
+        own_id = span.context.span_id
+        if parent is not None and parent.span_id in nodes and parent.span_id != own_id:
             nodes[parent.span_id]["children"].append(node)
         else:
             roots.append(node)
     return roots
-

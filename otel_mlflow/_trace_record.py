@@ -108,7 +108,6 @@ def _record_from_dict(data: Mapping[str, Any]) -> TraceRecord:
     )
 
 
-
 def merge_batch(records: Sequence[TraceRecord]) -> TraceRecord:
     """Several active-run records for the same target run as one batch record (one write).
 
