@@ -2,16 +2,24 @@
 
 Run from the repository root::
 
-    python benchmarks/exporter_throughput.py            # all cases, ~2-4 minutes on 2 cores
+    python benchmarks/exporter_throughput.py            # all cases, ~5-8 minutes on 2 cores
     python benchmarks/exporter_throughput.py --traces 100 --skip-server
+    python benchmarks/exporter_throughput.py --server-configs tests   # one server configuration
 
 Cases (each a fresh exporter and a fresh experiment):
 
 1. run-per-trace into the embedded store (``sqlite:///mlflow.db`` in a temp dir);
-2. run-per-trace into a local ``mlflow server`` (started here: sqlite, one worker), with the
-   Traces-view link off and on; HTTP requests per trace are counted on the client side (every
-   ``requests`` call the process makes, grouped by endpoint);
-3. active-run mode (all traces into one run) into both stores;
+2. run-per-trace into a local ``mlflow server`` (started here, sqlite backend), with the
+   Traces-view link off and on, for each server configuration (``--server-configs``):
+   ``tests`` = one worker, artifacts proxied by the server (``--serve-artifacts``, MLflow's
+   default; the test suite's server); ``team`` = two workers, artifacts proxied (the
+   ``docs/team-server.md`` setup for a small team); ``local-artifacts`` = one worker,
+   ``--no-serve-artifacts`` with a local ``--default-artifact-root`` (clients write artifacts to
+   the shared disk themselves: only for clients on the server's machine). HTTP requests per trace
+   are counted on the client side (every ``requests`` call the process makes, grouped by
+   endpoint); "run requests" leaves out the Traces-view ones. CPU per trace: this process (all
+   its threads) and the server's process tree (``psutil``), over the timed part;
+3. active-run mode (all traces into one run) into both stores (the ``tests`` server);
 4. app-thread cost per span when MLflow is down (tracking URI on a closed port): span start+end
    through a ``BatchSpanProcessor`` with the MLflow exporter, against the same pipeline with MLflow
    up and with an exporter that does nothing, and the cost of one ``export()`` call per span.
@@ -39,7 +47,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +136,39 @@ def make_traces(n: int, run_id: str | None = None) -> list[list[ReadableSpan]]:
     return list(by_trace.values())
 
 
+_server_pids: list[int] = []  # the running benchmark server, for its CPU time
+
+
+def _server_cpu_seconds() -> float:
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
+    total = 0.0
+    for pid in _server_pids:
+        try:
+            proc = psutil.Process(pid)
+            for each in [proc, *proc.children(recursive=True)]:
+                times = each.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+class CpuMeter:
+    """CPU seconds of this process and of the benchmark server during a ``with`` block."""
+
+    def __enter__(self) -> CpuMeter:
+        self._client = time.process_time()
+        self._server = _server_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client = time.process_time() - self._client
+        self.server = _server_cpu_seconds() - self._server if _server_pids else float("nan")
+
+
 def drain(exporter: MlflowSpanExporter, traces: Sequence[Sequence[ReadableSpan]]) -> float:
     """Seconds from the first export() until force_flush() says everything is written."""
     flat = [span for trace in traces for span in trace]
@@ -154,7 +195,8 @@ def case_run_per_trace(uri: str, n: int, link: bool, spool: Path,
     traces = make_traces(n)
     with _count_lock:
         _requests.clear()
-    elapsed = drain(exporter, traces)
+    with CpuMeter() as cpu:
+        elapsed = drain(exporter, traces)
     with _count_lock:
         counts = dict(_requests)
     exporter.shutdown()
@@ -164,9 +206,16 @@ def case_run_per_trace(uri: str, n: int, link: bool, spool: Path,
     finished = sum(1 for r in runs if r.info.status == "FINISHED")
     if finished != n + 1:
         raise RuntimeError(f"expected {n + 1} finished runs, found {finished} of {len(runs)}")
+    run_requests = sum(v for k, v in counts.items() if not _is_traces_view_request(k))
     return {"traces_per_s": n / elapsed, "seconds": elapsed,
             "requests_per_trace": sum(counts.values()) / n if counts else 0.0,
+            "run_requests_per_trace": run_requests / n,
+            "client_ms": cpu.client / n * 1e3, "server_ms": cpu.server / n * 1e3,
             "by_endpoint": {k: round(v / n, 2) for k, v in sorted(counts.items())}}
+
+
+def _is_traces_view_request(endpoint: str) -> bool:
+    return endpoint.endswith("/v1/traces") or "/traces/link-to-run" in endpoint
 
 
 def case_active_run(uri: str, n: int, spool: Path) -> dict[str, Any]:
@@ -182,7 +231,8 @@ def case_active_run(uri: str, n: int, spool: Path) -> dict[str, Any]:
     traces = make_traces(n, run_id)
     with _count_lock:
         _requests.clear()
-    elapsed = drain(exporter, traces)
+    with CpuMeter() as cpu:
+        elapsed = drain(exporter, traces)
     with _count_lock:
         total = sum(_requests.values())
     exporter.shutdown()
@@ -190,7 +240,8 @@ def case_active_run(uri: str, n: int, spool: Path) -> dict[str, Any]:
     if count != str(n + 1):
         raise RuntimeError(f"active run holds {count} traces, expected {n + 1}")
     return {"traces_per_s": n / elapsed, "seconds": elapsed,
-            "requests_per_trace": total / n}
+            "requests_per_trace": total / n,
+            "client_ms": cpu.client / n * 1e3, "server_ms": cpu.server / n * 1e3}
 
 
 def case_mlflow_own_tracing(uri: str, n: int) -> dict[str, Any]:
@@ -215,12 +266,14 @@ def case_mlflow_own_tracing(uri: str, n: int) -> dict[str, Any]:
 
     one()
     mlflow.flush_trace_async_logging()
-    started = time.perf_counter()
-    for _ in range(n):
-        one()
-    mlflow.flush_trace_async_logging()
-    elapsed = time.perf_counter() - started
-    return {"traces_per_s": n / elapsed, "seconds": elapsed}
+    with CpuMeter() as cpu:
+        started = time.perf_counter()
+        for _ in range(n):
+            one()
+        mlflow.flush_trace_async_logging()
+        elapsed = time.perf_counter() - started
+    return {"traces_per_s": n / elapsed, "seconds": elapsed,
+            "client_ms": cpu.client / n * 1e3, "server_ms": cpu.server / n * 1e3}
 
 
 class _NullExporter(SpanExporter):
@@ -271,72 +324,114 @@ def case_mlflow_down(spool: Path, spans: int, up_uri: str) -> dict[str, Any]:
             "export_us": export_us}
 
 
+SERVER_CONFIGS: dict[str, str] = {
+    "tests": "1 worker, artifacts proxied (--serve-artifacts)",
+    "team": "2 workers, artifacts proxied (--serve-artifacts)",
+    "local-artifacts": "1 worker, --no-serve-artifacts, local --default-artifact-root",
+}
+
+
+def _server_args(config: str, work: Path) -> tuple[str, ...]:
+    if config == "team":
+        return ("--workers", "2")
+    if config == "local-artifacts":
+        return ("--no-serve-artifacts", "--default-artifact-root", str(work / "local-artifacts"))
+    return ()
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"  # NaN: not measured
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=int, default=300, help="traces per run-per-trace case")
     parser.add_argument("--active-traces", type=int, default=3000,
                         help="traces for the active-run cases")
     parser.add_argument("--skip-server", action="store_true")
-    parser.add_argument("--server-workers", type=int, default=1,
-                        help="uvicorn workers of the local mlflow server (tests use 1)")
+    parser.add_argument("--server-configs", default=",".join(SERVER_CONFIGS),
+                        help=f"comma-separated, of: {', '.join(SERVER_CONFIGS)}")
     args = parser.parse_args(argv)
+    configs = [c for c in args.server_configs.split(",") if c]
+    unknown = [c for c in configs if c not in SERVER_CONFIGS]
+    if unknown:
+        parser.error(f"unknown server configuration(s): {', '.join(unknown)}")
 
     import logging
 
     logging.basicConfig(level=logging.ERROR)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    rows: list[tuple[str, str, str, str]] = []
+    # Offline: MLflow prices token usage from its bundled catalog instead of trying a download
+    # (the server inherits this environment).
+    os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
+    # case, traces/s, requests/trace (all), run requests/trace, client ms, server ms, traces
+    rows: list[tuple[str, ...]] = []
     details: dict[str, Any] = {}
+
+    def add(case: str, res: dict[str, Any], n: int) -> None:
+        rows.append((case, f"{res['traces_per_s']:.1f}",
+                     _fmt(res.get("requests_per_trace", float("nan")), 2),
+                     _fmt(res.get("run_requests_per_trace", float("nan")), 2),
+                     _fmt(res.get("client_ms", float("nan"))),
+                     _fmt(res.get("server_ms", float("nan"))), str(n)))
+
     with tempfile.TemporaryDirectory(prefix="otel_mlflow-bench-") as tmp:
         work = Path(tmp)
         old_cwd = os.getcwd()
         os.chdir(work)
         try:
             embedded = "sqlite:///mlflow.db"
-            res = case_run_per_trace(embedded, args.traces, False, work / "spool1")
-            rows.append(("run per trace, embedded sqlite, link off",
-                         f"{res['traces_per_s']:.1f}", "-", f"{args.traces}"))
-            res = case_run_per_trace(embedded, args.traces, True, work / "spool1b")
-            rows.append(("run per trace, embedded sqlite, link on",
-                         f"{res['traces_per_s']:.1f}", "-", f"{args.traces}"))
-            res = case_active_run(embedded, args.active_traces, work / "spool2")
-            rows.append(("active run, embedded sqlite", f"{res['traces_per_s']:.1f}", "-",
-                         f"{args.active_traces}"))
+            for link in (False, True):
+                res = case_run_per_trace(embedded, args.traces, link, work / f"spool-e{link}")
+                add(f"run per trace, embedded sqlite, link {'on' if link else 'off'}", res,
+                    args.traces)
+            res = case_active_run(embedded, args.active_traces, work / "spool-ea")
+            add("active run, embedded sqlite", res, args.active_traces)
+            down: dict[str, float] | None = None
             if not args.skip_server:
                 from tests._support.mlflow_server import MlflowServer
 
-                server = MlflowServer(
-                    root=work / "server",
-                    extra_args=("--workers", str(args.server_workers))
-                    if args.server_workers != 1 else (),
-                ).start()
-                try:
-                    for link in (False, True):
-                        res = case_run_per_trace(server.url, args.traces, link, work / "spool3")
-                        rows.append((f"run per trace, mlflow server, link {'on' if link else 'off'}",
-                                     f"{res['traces_per_s']:.1f}",
-                                     f"{res['requests_per_trace']:.2f}", f"{args.traces}"))
-                        details[f"server link {link}"] = res["by_endpoint"]
-                    res = case_mlflow_own_tracing(server.url, args.traces)
-                    rows.append(("anchor: MLflow's own tracing client, mlflow server",
-                                 f"{res['traces_per_s']:.1f}", "-", f"{args.traces}"))
-                    res = case_active_run(server.url, args.active_traces, work / "spool4")
-                    rows.append(("active run, mlflow server", f"{res['traces_per_s']:.1f}",
-                                 f"{res['requests_per_trace']:.3f}", f"{args.active_traces}"))
-                    down = case_mlflow_down(work / "spool5", 3000, server.url)
-                finally:
-                    server.stop()
-            else:
-                down = case_mlflow_down(work / "spool5", 3000, embedded)
+                for config in configs:
+                    server = MlflowServer(root=work / f"server-{config}",
+                                          extra_args=_server_args(config, work)).start()
+                    assert server.proc is not None
+                    _server_pids[:] = [server.proc.pid]
+                    try:
+                        for link in (False, True):
+                            res = case_run_per_trace(server.url, args.traces, link,
+                                                     work / f"spool-{config}-{link}")
+                            state = "on" if link else "off"
+                            name = f"run per trace, server `{config}`, link {state}"
+                            add(name, res, args.traces)
+                            details[name] = res["by_endpoint"]
+                        if config == "tests":
+                            res = case_mlflow_own_tracing(server.url, args.traces)
+                            add("anchor: MLflow's own tracing client, server `tests`", res,
+                                args.traces)
+                            res = case_active_run(server.url, args.active_traces,
+                                                  work / "spool-sa")
+                            add("active run, server `tests`", res, args.active_traces)
+                            down = case_mlflow_down(work / "spool-down", 3000, server.url)
+                    finally:
+                        _server_pids.clear()
+                        server.stop()
+            if down is None:
+                down = case_mlflow_down(work / "spool-down", 3000, embedded)
         finally:
             os.chdir(old_cwd)
 
     print(f"# exporter throughput — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"load average {os.getloadavg()[0]:.1f}, server workers {args.server_workers}")
+          f"load average {os.getloadavg()[0]:.1f}")
     print()
-    print("| case | traces/s | HTTP requests/trace | traces |")
-    print("| --- | ---: | ---: | ---: |")
+    if not args.skip_server:
+        print("server configurations (sqlite backend, MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false):")
+        for config in configs:
+            print(f"  {config}: {SERVER_CONFIGS[config]}")
+        print()
+    print("| case | traces/s | HTTP requests/trace | run requests/trace | client CPU ms/trace "
+          "| server CPU ms/trace | traces |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print()

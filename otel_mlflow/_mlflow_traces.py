@@ -15,9 +15,14 @@ reported) and writes them where the client's tracking URI points:
 
 Empty ``otlp`` (a record built with the link switched off) is a no-op.
 
-Then ``MlflowClient.link_traces_to_run`` links the trace to the run. The server also links on the
-``x-mlflow-run-id`` header, but it only logs a failed link; the explicit call raises instead, so
-a failed link is retried by the caller rather than lost.
+Linking the trace to the run, in priority order: (1) on a tracking server with
+``link_explicitly=False`` (a writer's first attempt), the ``x-mlflow-run-id`` header of the same
+``POST /v1/traces`` links it: one request per trace instead of two; (2) otherwise (retries,
+replays, local stores, whose ``log_spans`` does not link) ``MlflowClient.link_traces_to_run`` links
+it and raises on failure. The cost of (1): the server only logs a failed header link (the spans
+are stored, the run is written, the link is missing) instead of failing the request, so such a
+link is not retried. The server links in the same request right after storing the spans, so a
+failure there needs the store to fail right after it accepted the spans.
 
 Offline / air-gapped: when MLflow stores spans with a model name and token usage it prices them
 from its model catalog, which it first tries to download (``MLFLOW_MODEL_CATALOG_URI``, a few
@@ -58,11 +63,20 @@ RUN_ID_HEADER = "x-mlflow-run-id"
 _MAX_LINKS_PER_REQUEST = 100
 
 
-def log_trace(client: MlflowClient, experiment_id: str, run_id: str, otlp: bytes) -> None:
+def log_trace(
+    client: MlflowClient,
+    experiment_id: str,
+    run_id: str,
+    otlp: bytes,
+    *,
+    link_explicitly: bool = True,
+) -> None:
     """Write one trace's spans to MLflow's Traces view and link the trace to ``run_id``.
 
-    Raises on failure (network, HTTP status, store error, malformed payload) so the caller can
-    retry; safe to call again with the same bytes.
+    ``link_explicitly=False`` lets a tracking server link through the request header (see the
+    module docstring); local stores always link explicitly. Raises on failure (network, HTTP
+    status, store error, malformed payload) so the caller can retry; safe to call again with the
+    same bytes.
     """
     if not otlp:
         return  # a record built without OTLP encoding (link switched off): nothing to show
@@ -71,9 +85,12 @@ def log_trace(client: MlflowClient, experiment_id: str, run_id: str, otlp: bytes
         store = client._tracking_client.store  # noqa: SLF001 - MlflowClient exposes no store getter
         if _is_plain_rest_store(store):
             _post_otlp(store.get_host_creds(), experiment_id, run_id, payload)
+            linked = not link_explicitly  # the server linked on the x-mlflow-run-id header
         elif not _log_spans_to_store(store, experiment_id, payload):
             return
-        ids = list(payload.mlflow_trace_ids)
+        else:
+            linked = False
+        ids = [] if linked else list(payload.mlflow_trace_ids)
         for start in range(0, len(ids), _MAX_LINKS_PER_REQUEST):
             client.link_traces_to_run(ids[start : start + _MAX_LINKS_PER_REQUEST], run_id)
     _logger.debug(

@@ -8,9 +8,17 @@ Run-per-trace mode (``record.target_run_id is None``), at most 5 requests for th
 1. ``create_run`` with every tag (``otel.trace_id`` among them), named after the root span;
 2. one ``log_batch`` with the metrics (step 0, timestamp = trace end) and params;
 3. ``llm_calls.json`` and 4. ``span_tree.json``, one artifact upload each;
-5. one ``UpdateRun`` (the store's ``update_run_info``) to FINISHED (trace OK) or FAILED (trace ERROR) with the trace's end time.
+5. one ``UpdateRun`` (the store's ``update_run_info``) to FINISHED (trace OK) or FAILED (trace
+   ERROR) with the trace's end time.
 
-The Traces-view link (``otel_mlflow._mlflow_traces.log_trace``) comes on top, before step 5.
+The Traces-view link (``otel_mlflow._mlflow_traces.log_trace``) comes on top, before step 5: one
+``POST /v1/traces`` that also links the trace to the run on a first attempt against a tracking
+server (the explicit ``link_traces_to_run`` call, which raises on failure, is added on retries and
+replays, and always for local stores).
+
+Artifacts behind a tracking server that proxies them (``mlflow-artifacts:`` / ``http(s)://``
+artifact URIs) are PUT straight from memory, one request each; any other artifact store gets a
+temporary file through its artifact repository.
 A terminal run status is the "complete" marker: it is set last, so a run still RUNNING is
 half-written.
 
@@ -38,6 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import tempfile
 import threading
 from collections import OrderedDict
@@ -160,14 +169,17 @@ class MlflowWriter:
         return repo
 
     def _upload_json(self, artifact_uri: str, artifact_file: str, payload: Any) -> None:
+        repo = self._repo(artifact_uri)
+        if _put_direct(repo, artifact_file, payload):
+            return
         directory, name = os.path.split(artifact_file)
         with tempfile.TemporaryDirectory(prefix="otel_mlflow-") as tmp:
             path = os.path.join(tmp, name)
             with open(path, "w", encoding="utf-8") as handle:
                 json.dump(payload, handle, ensure_ascii=False, allow_nan=True)
-            self._repo(artifact_uri).log_artifact(path, directory or None)
+            repo.log_artifact(path, directory or None)
 
-    def _link(self, experiment_id: str, run_id: str, otlp: bytes) -> None:
+    def _link(self, experiment_id: str, run_id: str, otlp: bytes, *, explicit: bool) -> None:
         if not self.link_traces or not otlp:
             return
         if self._log_trace is None and not self._log_trace_missing:
@@ -179,7 +191,7 @@ class MlflowWriter:
                 self._log_trace_missing = True
                 _faults.report("writer.link_traces_unavailable", exc)
         if self._log_trace is not None:
-            self._log_trace(self.client, experiment_id, run_id, otlp)
+            self._log_trace(self.client, experiment_id, run_id, otlp, link_explicitly=explicit)
 
     # --- entry point ---------------------------------------------------------------------
     def write(self, record: TraceRecord, attempt: int = 0) -> None:
@@ -224,7 +236,8 @@ class MlflowWriter:
         experiment_id = self.experiment_id()
         tried_before = self._remember(record.trace_id)
         run = None
-        if attempt > 0 or tried_before or self.lookup_existing:
+        repeat = attempt > 0 or tried_before or self.lookup_existing
+        if repeat:
             run = self.find_run(experiment_id, record.trace_id)
             if run is not None and run.info.status in _TERMINAL:
                 _logger.debug("otel_mlflow: trace %s already written", record.trace_id)
@@ -247,7 +260,7 @@ class MlflowWriter:
         artifact_uri = run.info.artifact_uri
         self._upload_json(artifact_uri, ARTIFACT_TABLE, record.table.to_dict())
         self._upload_json(artifact_uri, ARTIFACT_TREE, dict(record.tree))
-        self._link(experiment_id, run_id, record.otlp)
+        self._link(experiment_id, run_id, record.otlp, explicit=repeat)
         self._terminate(run_id, "FAILED" if record.status == STATUS_ERROR else "FINISHED",
                         record.end_time_ms)
 
@@ -376,4 +389,28 @@ class MlflowWriter:
                 )
             # Serialized OTLP requests concatenate into one valid request (repeated fields).
             otlp = b"".join(m.otlp for m in members)
-            self._link(state.experiment_id, run_id, otlp)
+            self._link(state.experiment_id, run_id, otlp, explicit=attempt > 0)
+
+
+def _put_direct(repo: Any, artifact_file: str, payload: Any) -> bool:
+    """PUT ``payload`` as JSON to a proxying tracking server, from memory; False for other repos.
+
+    Sends what ``HttpArtifactRepository.log_artifact`` sends for a small file (one PUT with the
+    same endpoint, credentials and ``application/json`` type), without the temporary file it reads.
+    """
+    from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+
+    if not isinstance(repo, HttpArtifactRepository):
+        return False
+    from mlflow.utils.rest_utils import augmented_raise_for_status, http_request
+
+    data = json.dumps(payload, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    response = http_request(
+        repo._host_creds,  # noqa: SLF001 - the repository's own resolved credentials
+        posixpath.join("/", artifact_file),
+        "PUT",
+        data=data,
+        extra_headers={"Content-Type": "application/json"},
+    )
+    augmented_raise_for_status(response)
+    return True

@@ -289,6 +289,18 @@ def test_trace_is_in_the_traces_view_linked_to_the_run(client: MlflowClient) -> 
     assert chat.attributes[A.GEN_AI_PROVIDER_NAME] == A.PROVIDER_GCP_VERTEX_AI
 
 
+def test_first_attempt_links_in_the_same_request(client: MlflowClient) -> None:
+    # link_explicitly=False: a server links on the x-mlflow-run-id header of POST /v1/traces;
+    # a local store has no header and must still link explicitly.
+    spans, otlp = make_trace()
+    experiment_id, run_id = _new_run(client, "header-link")
+    log_trace(client, experiment_id, run_id, otlp, link_explicitly=False)
+    found = client.search_traces(locations=[experiment_id], run_id=run_id)
+    assert [t.info.trace_id for t in found] == ["tr-" + trace_hex(spans)]
+    other_run = client.create_run(experiment_id, run_name="other").info.run_id
+    assert client.search_traces(locations=[experiment_id], run_id=other_run) == []
+
+
 def test_error_trace_is_marked_error(client: MlflowClient) -> None:
     spans, otlp = make_trace(error=True)
     experiment_id, run_id = _new_run(client, "error")
