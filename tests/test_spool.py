@@ -304,7 +304,7 @@ def test_replay_never_raises_on_a_broken_progress_callback(tmp_path: Path) -> No
     assert result.written == 1
 
 
-def test_put_on_a_refusing_disk_returns_false_logs_and_counts(
+def test_put_on_a_refusing_disk_returns_none_logs_and_counts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _faults.reset_fault_counts()
@@ -314,6 +314,6 @@ def test_put_on_a_refusing_disk_returns_false_logs_and_counts(
     os.rmdir(spool.directory)
     spool.directory.write_text("in the way")
     with caplog.at_level(logging.ERROR):
-        assert spool.put(make_record(1)) is False
+        assert spool.put(make_record(1)) is None
     assert _faults.fault_counts().get("spool.put") == 1
     assert any("could not spool" in r.getMessage() for r in caplog.records)
