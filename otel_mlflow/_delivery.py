@@ -283,8 +283,12 @@ class Delivery:
             with self._lock:
                 self._taken_over[ident] = path
             leftovers += 1
+        # One short budget for all joins: threads stuck in a hanging request are daemons and
+        # their records are already spooled, so waiting on each in turn would only stretch
+        # the bound.
+        joined_by = time.monotonic() + 0.5
         for thread in [*self._threads, self._supervisor]:
-            thread.join(timeout=0.5)
+            thread.join(timeout=max(0.0, joined_by - time.monotonic()))
         if self._spool is not None:
             self._spool.close()
             waiting = self._spool.pending()

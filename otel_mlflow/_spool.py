@@ -92,11 +92,13 @@ class SpoolEntry:
 
 @dataclass(frozen=True)
 class ReplayResult:
-    """Outcome of one replay pass: records written, failed (kept or set aside), left waiting."""
+    """Outcome of one replay pass: records written, failed (kept or set aside), left waiting,
+    and how many entries sit in ``rejected/`` afterwards (never retried automatically)."""
 
     written: int
     failed: int
     remaining: int
+    rejected: int = 0
 
 
 def _load_record(text: str) -> Any:
@@ -379,6 +381,14 @@ class Spool:
                 self._bytes = max(self._bytes - size, 0)
         return True
 
+    def rejected_count(self) -> int:
+        """Entries set aside in ``rejected/``."""
+        try:
+            return sum(1 for p in (self.directory / REJECTED_DIR).iterdir()
+                       if p.name.endswith(_SUFFIX))
+        except OSError:
+            return 0
+
     def restore_rejected(self) -> int:
         """Move every entry of ``rejected/`` back into the replay queue (``otel-mlflow replay
         --include-rejected``); returns how many. Entries keep their names, so their age order."""
@@ -615,8 +625,9 @@ def replay(
                 _call_progress(on_progress, done, total)
     finally:
         remaining = spool.pending()
+        rejected = spool.rejected_count()
         spool.close()
-    return ReplayResult(written=written, failed=failed, remaining=remaining)
+    return ReplayResult(written=written, failed=failed, remaining=remaining, rejected=rejected)
 
 
 def _call_progress(cb: Callable[[int, int | None], None], done: int, total: int | None) -> None:
