@@ -255,53 +255,63 @@ class MlflowSpanExporter(SpanExporter):
 
     # --- SpanExporter ----------------------------------------------------------------------
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Buffer the spans by trace; never blocks on I/O, never raises."""
+        """Buffer the spans by trace; never blocks on I/O, never raises.
+
+        When the cap is reached, this thread converts and submits traces itself before it
+        buffers more (back-pressure, see the module doc).
+        """
         try:
             if self._shutdown:
                 return SpanExportResult.FAILURE
             now = time.monotonic()
             late = 0
             late_id = 0
-            wake = False
-            relief: list[_Ready] = []
+            index = 0
+            while index < len(spans):
+                relief: list[_Ready] = []
+                wake = False
+                with self._lock:
+                    while index < len(spans):
+                        span = spans[index]
+                        trace_id = span.context.trace_id
+                        if trace_id in self._done:
+                            late += 1
+                            late_id = trace_id
+                            index += 1
+                            continue
+                        buf = self._buffers.get(trace_id)
+                        if buf is None:
+                            if len(self._buffers) + self._backlog >= self.max_buffered_traces:
+                                relief = self._relieve()
+                                if relief:
+                                    self._hold(relief)
+                                    break  # convert them (outside the lock), then go on
+                            buf = self._buffers[trace_id] = _TraceBuffer(first_seen=now)
+                        # A root cut by the span cap still completes its trace.
+                        if is_trace_root(span):
+                            buf.has_local_root = True
+                            buf.due = now + self.grace_seconds
+                            wake = wake or self.grace_seconds == 0
+                        elif is_langchain_root(span) and not buf.has_local_root:
+                            buf.due = now + max(self.grace_seconds, self.parent_wait_seconds)
+                        index += 1
+                        if len(buf.spans) >= self.max_spans_per_trace:
+                            buf.dropped += 1
+                            continue
+                        buf.spans.append(span)
+                    if wake:
+                        self._wake.notify()
+                if relief:
+                    self._assemble(relief)
             with self._lock:
-                for span in spans:
-                    trace_id = span.context.trace_id
-                    if trace_id in self._done:
-                        late += 1
-                        late_id = trace_id
-                        continue
-                    buf = self._buffers.get(trace_id)
-                    if buf is None:
-                        if len(self._buffers) + self._backlog >= self.max_buffered_traces:
-                            relief.extend(self._relieve())
-                        buf = self._buffers[trace_id] = _TraceBuffer(first_seen=now)
-                    # A root cut by the span cap still completes its trace.
-                    if is_trace_root(span):
-                        buf.has_local_root = True
-                        buf.due = now + self.grace_seconds
-                        wake = wake or self.grace_seconds == 0
-                    elif is_langchain_root(span) and not buf.has_local_root:
-                        buf.due = now + max(self.grace_seconds, self.parent_wait_seconds)
-                    if len(buf.spans) >= self.max_spans_per_trace:
-                        buf.dropped += 1
-                        continue
-                    buf.spans.append(span)
                 self.stats["spans"] += len(spans) - late
                 self.stats["late_spans"] += late
-                if relief:
-                    self._hold(relief)
-                if wake:
-                    self._wake.notify()
             if late:
                 _faults.report(
                     "exporter.late_spans",
                     message=f"{late} span(s) arrived after their trace was written (e.g. trace "
                     f"{late_id:032x}); not written",
                 )
-            if relief:
-                # Back-pressure: this thread converts what it pushed out of the buffer.
-                self._assemble(relief)
             return SpanExportResult.SUCCESS
         except Exception as exc:  # noqa: BLE001 - export() must never raise into the SDK
             _faults.report("exporter.export", exc)
@@ -363,6 +373,8 @@ class MlflowSpanExporter(SpanExporter):
         The oldest complete traces first (up to cap // 8, so the scan is amortised), without
         their grace; only when none is complete, the oldest open trace, as partial.
         """
+        if not self._buffers:
+            return []  # everything held is being converted by other threads already
         chunk = max(1, self.max_buffered_traces // _RELIEF_SHARE)
         complete: list[int] = []
         for trace_id, buf in self._buffers.items():
