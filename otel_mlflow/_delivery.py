@@ -201,8 +201,10 @@ class Delivery:
             _faults.report("delivery.submit", exc)
 
     def flush(self, timeout_seconds: float = 30.0) -> bool:
-        """Wait until every submitted record is written or spooled and, when MLflow is up, the
-        spool is replayed. True when nothing is left waiting (in memory or in the spool)."""
+        """Wait until every submitted record is written or spooled, then for one replay pass of
+        the spool (after one immediate probe when the circuit is open). True when nothing is
+        left waiting (in memory or in the spool); entries still failing make it False at once
+        instead of being replayed in a loop until the timeout."""
         deadline = time.monotonic() + max(timeout_seconds, 0.0)
         with self._idle:
             while self._pending > 0:

@@ -25,8 +25,12 @@ Limits and safety:
   the OLDEST entries are deleted to make room, with an ERROR log line and the ``dropped`` counter
   (also ``fault_counts()["spool.dropped"]``); nothing is dropped silently.
 - An entry that cannot be parsed is moved to ``quarantine/`` with a log line; replay never crashes
-  on it. An entry MLflow rejected as invalid (4xx other than auth) is moved to ``rejected/`` with
-  an ERROR line, so one bad record cannot block the others forever.
+  on it. An entry MLflow rejected as invalid (4xx other than auth), or that kept failing with an
+  unexpected error (``Delivery``'s ``error_attempts``), is moved to ``rejected/`` with an ERROR
+  line, so one bad record cannot block the others forever. Nothing retries ``rejected/``
+  automatically; ``replay(include_rejected=True)`` (``otel-mlflow replay --include-rejected``)
+  puts its entries back in line first.
+- Log lines quoting an exception are redacted (``_faults.describe``).
 - Several processes may share a directory: an entry is claimed by renaming it to
   ``<name>.claim-<pid>-<token>`` before it is written; claims of dead processes (or of closed
   spools in this process) are released on the next start.
