@@ -468,6 +468,9 @@ class MlflowSpanExporter(SpanExporter):
         """Convert taken traces to records and submit them; always releases the ``_take`` count."""
         if not ready:
             return
+        # Several threads assemble (the assembler, flush, exporting threads under back-pressure):
+        # counts are gathered here and added under the lock.
+        counts = {"failed": 0, "traces": 0, "partial": 0, "dropped_spans": 0, "skipped": 0}
         try:
             records: list[TraceRecord] = []
             for item in ready:
@@ -481,16 +484,19 @@ class MlflowSpanExporter(SpanExporter):
                         encode=self.link_traces,
                     )
                 except Exception as exc:  # noqa: BLE001
-                    self.stats["failed"] += 1
+                    counts["failed"] += 1
                     _faults.report("exporter.build_record", exc)
                     continue
-                self.stats["traces"] += 1
-                self.stats["partial"] += int(item.partial)
-                self.stats["dropped_spans"] += item.dropped
+                counts["traces"] += 1
+                counts["partial"] += int(item.partial)
+                counts["dropped_spans"] += item.dropped
                 if record.target_run_id is None and self.run_mode == RUN_MODE_ACTIVE:
-                    self.stats["skipped"] += 1
+                    counts["skipped"] += 1
                     continue
                 records.append(record)
+            with self._lock:
+                for key, value in counts.items():
+                    self.stats[key] += value
             self._submit(records)
         finally:
             with self._lock:
