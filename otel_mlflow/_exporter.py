@@ -2,14 +2,16 @@
 
 Usage::
 
+    from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from otel_mlflow import MlflowSpanExporter, flush
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(MlflowSpanExporter()))
+    trace.set_tracer_provider(provider)  # or call provider.force_flush() before flush()
     ...
-    flush()  # the providers' span queues, then the exporter's buffers, into MLflow
+    flush()  # the global provider's span queues, then the exporter's buffers, into MLflow
 
 Or with no code: ``OTEL_TRACES_EXPORTER=mlflow`` (entry point ``mlflow``) under
 ``opentelemetry-instrument``.
