@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/soak.py                      # 50,000 traces at 400/s, null sink (~2 min)
     python benchmarks/soak.py --rate 0             # unpaced: as fast as the app thread can go
     python benchmarks/soak.py --traces 5000        # quick look
+    python benchmarks/soak.py --rate 0 --max-buffered-traces 100   # back-pressure engaged
     python benchmarks/soak.py --sink sqlite --traces 2000   # the real embedded store (slow)
 
 The pipeline is the normal one: a real LangChain chain (``prompt | fake chat model | parser``,
@@ -14,8 +15,10 @@ The pipeline is the normal one: a real LangChain chain (``prompt | fake chat mod
 
 The producer is paced (``--rate``, default 400 traces/s, ~1,600 spans/s, far above what one LLM
 app process produces). Unpaced (``--rate 0``) on a shared 2-core machine the app thread can
-outrun the exporter's assembler; the backlog is bounded (``max_buffered_traces``, the delivery
-queue) but glibc keeps the high-water mark as RSS.
+outrun the exporter's assembler; the exporter then holds at most ``max_buffered_traces`` traces
+(buffered + taken for assembly; the exporting thread converts the overflow itself, counted in
+``stats["early"]``), the delivery queue is bounded too, and glibc keeps the high-water mark of
+what was held as raw RSS.
 
 Sinks (what ``Delivery`` writes to):
 
@@ -80,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         "--rate", type=float, default=400.0,
         help="traces per second the app produces (0 = as fast as possible)",
     )
+    parser.add_argument(
+        "--max-buffered-traces", type=int, default=None,
+        help="the exporter's cap (default: its own default); small values engage back-pressure",
+    )
     args = parser.parse_args(argv)
 
     from opentelemetry.sdk.trace import TracerProvider
@@ -103,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         spool_dir=str(workdir / "spool"),
         grace_seconds=0.2,
         link_traces=False,
+        max_buffered_traces=args.max_buffered_traces,
         write=null_write if args.sink == "null" else None,
     )
     provider = TracerProvider()
-    provider.add_span_processor(
-        BatchSpanProcessor(exporter, max_queue_size=16_384, schedule_delay_millis=200)
-    )
+    processor = BatchSpanProcessor(exporter, max_queue_size=16_384, schedule_delay_millis=200)
+    provider.add_span_processor(processor)
     tracer = OtelTracer(tracer_provider=provider)
     chain = build_chain()
     config = {"callbacks": [tracer]}
@@ -131,13 +138,31 @@ def main(argv: list[str] | None = None) -> int:
     provider.force_flush()
     exporter.force_flush(60_000)
     gc.collect()
-    print(f"sink={args.sink} traces={args.traces} rate={args.rate or 'max'}/s workdir={workdir}",
-          flush=True)
+    print(f"sink={args.sink} traces={args.traces} rate={args.rate or 'max'}/s "
+          f"max_buffered_traces={exporter.max_buffered_traces} workdir={workdir}", flush=True)
     print(f"{'traces':>8} {'elapsed s':>10} {'RSS MB':>8} {'trimmed':>8} {'kblocks':>8} "
-          f"{'buffered':>9} {'open runs':>9} {'done ids':>8}", flush=True)
+          f"{'held':>6} {'max held':>8} {'open runs':>9} {'done ids':>8}", flush=True)
     # (traces, raw RSS, RSS after malloc_trim, live blocks)
     samples: list[tuple[int, float, float, int]] = []
     start = time.perf_counter()
+    peak = {"held": 0, "sdk": 0}
+    stop_watch = threading.Event()
+
+    def held() -> int:
+        # Traces the exporter holds: buffered plus taken for assembly, not yet submitted.
+        return len(getattr(exporter, "_buffers", ())) + int(getattr(exporter, "_backlog", 0))
+
+    def sdk_queued() -> int:
+        # Spans waiting in the BatchSpanProcessor's queue (the SDK's own bounded buffer).
+        return len(getattr(getattr(processor, "_batch_processor", None), "_queue", ()))
+
+    def watch() -> None:
+        while not stop_watch.wait(0.05):
+            peak["held"] = max(peak["held"], held())
+            peak["sdk"] = max(peak["sdk"], sdk_queued())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
 
     def sample(label: int | str) -> None:
         raw = rss_mb()
@@ -145,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         blocks = sys.getallocatedblocks()
         samples.append((0 if isinstance(label, str) else label, raw, trimmed, blocks))
         print(f"{label:>8} {time.perf_counter() - start:>10.1f} {raw:>8.1f} {trimmed:>8.1f} "
-              f"{blocks / 1e3:>8.0f} {len(getattr(exporter, '_buffers', ())):>9} "
+              f"{blocks / 1e3:>8.0f} {held():>6} {peak['held']:>8} "
               f"{tracer.open_runs:>9} {len(getattr(exporter, '_done', ())):>8}", flush=True)
 
     sample(0)
@@ -162,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     provider.force_flush()
     flushed = exporter.force_flush(600_000)
     elapsed = time.perf_counter() - start
+    stop_watch.set()
     gc.collect()
     sample("end")
     buffered = len(getattr(exporter, "_buffers", ()))
@@ -169,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     _, start_raw, start_trim, _ = samples[0]
     first = next((s for s in samples if s[0] >= args.every), samples[0])
     _, end_raw, end_trim, _ = samples[-1]
+    max_raw = max(s[1] for s in samples)
     growth = end_trim - first[2]
     print(
-        f"RSS start {start_raw:.1f} MB, end {end_raw:.1f} MB; after malloc_trim: start "
+        f"RSS start {start_raw:.1f} MB, end {end_raw:.1f} MB, max sampled {max_raw:.1f} MB; "
+        f"traces held by the exporter: max {peak['held']} (cap {exporter.max_buffered_traces}); "
+        f"spans queued in the SDK: max {peak['sdk']} (cap 16384); "
+        f"after malloc_trim: start "
         f"{start_trim:.1f}, at {first[0]}: {first[2]:.1f}, end {end_trim:.1f} MB "
         f"(growth after the first {first[0]} traces: {growth:+.1f} MB); "
         f"{args.traces / elapsed:.0f} traces/s; records delivered {delivered}"

@@ -24,6 +24,8 @@ CAPTURE_MESSAGE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 RUN_MODE = "OTEL_MLFLOW_RUN_MODE"  # "trace" (one run per trace) | "active" (use active run only)
 LINK_TRACES = "OTEL_MLFLOW_LINK_TRACES"  # bool, MLflow Traces view link
 GRACE_SECONDS = "OTEL_MLFLOW_GRACE_SECONDS"  # wait after root end for late children
+# wait for the local parent span of a LangChain root (a web request span) before writing
+PARENT_WAIT_SECONDS = "OTEL_MLFLOW_PARENT_WAIT_SECONDS"
 TRACE_TIMEOUT_SECONDS = "OTEL_MLFLOW_TRACE_TIMEOUT_SECONDS"  # root never ends -> partial run
 MAX_BUFFERED_TRACES = "OTEL_MLFLOW_MAX_BUFFERED_TRACES"
 MAX_SPANS_PER_TRACE = "OTEL_MLFLOW_MAX_SPANS_PER_TRACE"

@@ -16,7 +16,13 @@ What happens to a record, in priority order:
      opens; the record, and every record after it, is spooled.
    - AUTH (HTTP 401/403): spooled, ERROR log, circuit opens (the probe keeps checking).
    - REJECTED (other 4xx, e.g. invalid parameter): spooled into ``rejected/`` with an ERROR log.
-   - ERROR (anything else: a bug, an unexpected exception): spooled, counted in ``fault_counts``.
+   - ERROR (anything else: a bug, an unexpected exception): spooled, counted in ``fault_counts``,
+     and retried by later replay passes with backoff (``error_backoff_seconds``, doubling); after
+     ``error_attempts`` failed tries in this process it moves to ``rejected/`` too, so a record
+     that trips a bug every time is neither retried in a loop nor blocks the others.
+
+Entries in ``rejected/`` are never retried automatically; ``otel-mlflow replay
+--include-rejected`` puts them back in line (see ``otel_mlflow._spool.replay``).
 
 A write that hangs for ``stall_seconds`` (MLflow's own client retries a refused connection for
 minutes before it raises) also opens the circuit, so records wait on disk, not in memory; the
@@ -36,26 +42,48 @@ Every worker and the supervisor run with OpenTelemetry instrumentation suppresse
 key is attached once at thread start), so an app instrumenting ``requests``/``urllib3`` gets no
 spans about otel_mlflow's own MLflow calls.
 
+``flush(timeout)`` waits for the submitted records and then for ONE replay pass of the spool
+(a probe first when the circuit is open); it never loops on entries that keep failing.
+
 ``shutdown(timeout)`` drains within the bound; records still queued or stuck in a hanging
-request are spooled, and ONE log line says how many traces wait in the spool and where.
+request are spooled, and ONE log line says how many traces wait in the spool and where. A record
+stuck in a request is taken over by shutdown: its worker no longer spools it (one spool entry
+per trace), and if the request succeeds after all, the worker deletes that entry again.
+
+Bounds: nothing here waits on MLflow longer than the caller's timeout. MLflow's own HTTP client
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7 with backoff factor 2: minutes;
+``MLFLOW_HTTP_REQUEST_TIMEOUT``, default 120 s per request) only decides how long a worker's
+request may hang; stall detection opens the circuit after ``stall_seconds``. These variables are
+read, never set, by this module.
 """
 
 from __future__ import annotations
 
-import enum
-import inspect
 import logging
 import queue
 import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
-
-from opentelemetry import context as otel_context
+from pathlib import Path
+from typing import Any
 
 from otel_mlflow import _faults
+from otel_mlflow._delivery_policy import (
+    DeliveryRecord,
+    ErrorBackoff,
+    ErrorKind,
+    _accepts_attempt,
+    classify_error,
+    suppress_instrumentation,
+    write_with_attempt,
+)
+from otel_mlflow._delivery_policy import short as _short
 from otel_mlflow._spool import REJECTED_DIR, Spool
+
+__all__ = [
+    "Delivery", "DeliveryRecord", "ErrorKind", "classify_error", "write_with_attempt",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -66,91 +94,11 @@ DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
 DEFAULT_PROBE_MAX_SECONDS = 10.0
 DEFAULT_OPEN_AFTER_FAILURES = 3
 DEFAULT_STALL_SECONDS = 15.0
+DEFAULT_ERROR_ATTEMPTS = 3
+DEFAULT_ERROR_BACKOFF_SECONDS = 2.0
 _BACKOFF_BASE_SECONDS = 0.25
 _BACKOFF_CAP_SECONDS = 8.0
 _PROBE_FIRST_SECONDS = 0.5
-
-
-class DeliveryRecord(Protocol):
-    @property
-    def trace_id(self) -> str: ...
-
-    def to_json(self) -> str: ...
-
-
-class ErrorKind(enum.Enum):
-    TRANSIENT = "transient"
-    AUTH = "auth"
-    REJECTED = "rejected"
-    ERROR = "error"
-
-
-_TRANSIENT_STATUS = frozenset({408, 425, 429})
-_AUTH_STATUS = frozenset({401, 403})
-
-
-def _status_of(exc: BaseException) -> int | None:
-    """The HTTP status behind an exception, when it carries one."""
-    try:
-        from mlflow.exceptions import MlflowException
-    except ImportError:  # pragma: no cover - mlflow is a dependency
-        MlflowException = ()  # type: ignore[assignment,misc]  # noqa: N806
-    if MlflowException and isinstance(exc, MlflowException):
-        try:
-            return int(exc.get_http_status_code())
-        except Exception:  # noqa: BLE001
-            return None
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None) if response is not None else None
-    if status is None:
-        status = getattr(exc, "status_code", None)
-    try:
-        return None if status is None else int(status)
-    except (TypeError, ValueError):
-        return None
-
-
-def classify_error(exc: BaseException) -> ErrorKind:
-    """Map a write failure to what delivery does with it (see the module doc)."""
-    import requests
-
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
-        return ErrorKind.TRANSIENT
-    status = _status_of(exc)
-    if status is not None:
-        if status in _AUTH_STATUS:
-            return ErrorKind.AUTH
-        if status >= 500 or status in _TRANSIENT_STATUS:
-            return ErrorKind.TRANSIENT
-        if 400 <= status < 500:
-            return ErrorKind.REJECTED
-    if isinstance(exc, OSError):
-        return ErrorKind.TRANSIENT
-    return ErrorKind.ERROR
-
-
-def _accepts_attempt(write: Callable[..., Any]) -> bool:
-    try:
-        params = inspect.signature(write).parameters
-    except (TypeError, ValueError):
-        return False
-    return "attempt" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-def write_with_attempt(write: Callable[..., Any], record: Any, attempt: int) -> None:
-    """Call ``write(record, attempt=n)`` when it takes ``attempt``, else ``write(record)``."""
-    if _accepts_attempt(write):
-        write(record, attempt=attempt)
-    else:
-        write(record)
-
-
-def _suppress_instrumentation() -> None:
-    # Attached for the thread's lifetime and never detached: the thread exists only to talk
-    # to MLflow, and none of that talk may become spans in the app's own pipelines.
-    ctx = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
-    ctx = otel_context.set_value(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
-    otel_context.attach(ctx)
 
 
 class Delivery:
@@ -169,6 +117,8 @@ class Delivery:
         probe_max_seconds: float = DEFAULT_PROBE_MAX_SECONDS,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
         open_after_failures: int = DEFAULT_OPEN_AFTER_FAILURES,
+        error_attempts: int = DEFAULT_ERROR_ATTEMPTS,
+        error_backoff_seconds: float = DEFAULT_ERROR_BACKOFF_SECONDS,
         name: str = "otel_mlflow-delivery",
     ) -> None:
         self._write = write
@@ -180,6 +130,11 @@ class Delivery:
         self._probe_max = max(float(probe_max_seconds), _PROBE_FIRST_SECONDS)
         self._open_after = max(int(open_after_failures), 1)
         self._stall = max(float(stall_seconds), 0.1)
+        self._error_attempts = max(int(error_attempts), 1)
+        self._errors = ErrorBackoff(error_backoff_seconds)
+        # worker thread -> path of the spool copy shutdown made of its in-flight record
+        self._taken_over: dict[int, Path | None] = {}
+        self._passes_done = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(int(queue_max), 1))
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -195,7 +150,7 @@ class Delivery:
         self._replay_wanted = spool is not None and spool.pending() > 0
         self.stats: dict[str, int] = {
             "submitted": 0, "written": 0, "retries": 0, "spooled": 0, "replayed": 0,
-            "rejected": 0, "dropped": 0,
+            "rejected": 0, "dropped": 0, "errors": 0,
         }
         self._threads: list[threading.Thread] = []
         for index in range(max(int(workers), 1)):
@@ -246,8 +201,10 @@ class Delivery:
             _faults.report("delivery.submit", exc)
 
     def flush(self, timeout_seconds: float = 30.0) -> bool:
-        """Wait until every submitted record is written or spooled and, when MLflow is up, the
-        spool is replayed. True when nothing is left waiting (in memory or in the spool)."""
+        """Wait until every submitted record is written or spooled, then for one replay pass of
+        the spool (after one immediate probe when the circuit is open). True when nothing is
+        left waiting (in memory or in the spool); entries still failing make it False at once
+        instead of being replayed in a loop until the timeout."""
         deadline = time.monotonic() + max(timeout_seconds, 0.0)
         with self._idle:
             while self._pending > 0:
@@ -258,6 +215,7 @@ class Delivery:
         if self._spool is None:
             return True
         probed = False
+        replayed = False
         while True:
             if self._circuit_open:
                 if probed or self._spool.pending() == 0:
@@ -267,17 +225,29 @@ class Delivery:
                 if not self._probe_now(deadline):
                     return False
                 continue
-            with self._lock:
-                busy = self._replaying
-                if not busy and self._spool.pending() > 0:
-                    self._replay_wanted = True
-                    self._wake.set()
-                    busy = True
-            if not busy:
-                return self._spool.pending() == 0
-            if time.monotonic() >= deadline:
+            if self._spool.pending() == 0:
+                return True
+            if replayed:
+                # One full pass ran and entries remain (in backoff after an unexpected error,
+                # or spooled meanwhile): report it instead of replaying in a loop.
                 return False
-            time.sleep(0.05)
+            replayed = True
+            if not self._replay_once(deadline):
+                return False
+
+    def _replay_once(self, deadline: float) -> bool:
+        """Ask the supervisor for a replay pass that starts now and wait for its end (or for the
+        circuit to open); False when ``deadline`` passed first."""
+        with self._idle:
+            target = self._passes_done + (2 if self._replaying else 1)
+            self._replay_wanted = True
+            self._wake.set()
+            while self._passes_done < target and not self._circuit_open:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.1))
+        return True
 
     def shutdown(self, timeout_seconds: float | None = None) -> None:
         """Drain for at most ``timeout_seconds`` and never longer than the constructor's
@@ -306,14 +276,21 @@ class Delivery:
             self._done_one()
             leftovers += 1
         with self._lock:
-            stuck = [record for record, _ in self._inflight.values()]
-        for record in stuck:
-            # The hanging request may still succeed; the writer's trace-id lookup makes the
-            # later replay of this copy a no-op then.
-            self._spool_record(record, None)
+            stuck = list(self._inflight.items())
+            self._inflight.clear()  # taken over: the workers no longer spool these
+        for ident, (record, _) in stuck:
+            # The hanging request may still succeed: its worker then deletes this copy (and if
+            # it is replayed first, the writer's trace-id lookup makes that a no-op).
+            path = self._spool_record(record, None)
+            with self._lock:
+                self._taken_over[ident] = path
             leftovers += 1
+        # One short budget for all joins: threads stuck in a hanging request are daemons and
+        # their records are already spooled, so waiting on each in turn would only stretch
+        # the bound.
+        joined_by = time.monotonic() + 0.5
         for thread in [*self._threads, self._supervisor]:
-            thread.join(timeout=0.5)
+            thread.join(timeout=max(0.0, joined_by - time.monotonic()))
         if self._spool is not None:
             self._spool.close()
             waiting = self._spool.pending()
@@ -331,7 +308,7 @@ class Delivery:
 
     # --- workers -----------------------------------------------------------------------------
     def _worker_main(self) -> None:
-        _suppress_instrumentation()
+        suppress_instrumentation()
         ident = threading.get_ident()
         while not self._stop.is_set():
             try:
@@ -344,15 +321,36 @@ class Delivery:
                 self._deliver(record)
             except Exception as exc:  # noqa: BLE001 - a worker never dies
                 _faults.report("delivery.worker", exc)
-                self._spool_record(record, "unexpected delivery error")
+                if self._own(record):
+                    self._spool_record(record, "unexpected delivery error")
             finally:
                 with self._lock:
-                    self._inflight.pop(ident, None)
+                    if self._inflight.get(ident, (None,))[0] is record:
+                        del self._inflight[ident]
                 self._done_one()
+
+    def _own(self, record: Any) -> bool:
+        """Called by the worker holding ``record`` before it spools it: True when it still owns
+        it (and now gives it up), False when shutdown already spooled it."""
+        ident = threading.get_ident()
+        with self._lock:
+            entry = self._inflight.get(ident)
+            if entry is not None and entry[0] is record:
+                del self._inflight[ident]
+                return True
+            return False
+
+    def _written_after_takeover(self) -> None:
+        """A request shutdown had given up on succeeded: drop the now needless spool copy."""
+        with self._lock:
+            path = self._taken_over.pop(threading.get_ident(), None)
+        if path is not None and self._spool is not None:
+            self._spool.discard(path)
 
     def _deliver(self, record: Any) -> None:
         if self._circuit_open or self._stop.is_set():
-            self._spool_record(record, None)
+            if self._own(record):
+                self._spool_record(record, None)
             return
         started = time.monotonic()
         attempt = 0
@@ -368,13 +366,15 @@ class Delivery:
                     if self._circuit_open or out_of_budget or self._stop.is_set():
                         if out_of_budget:
                             self._open_circuit(exc)
-                        self._spool_record(record, None)
+                        if self._own(record):
+                            self._spool_record(record, None)
                         return
                     with self._lock:
                         self.stats["retries"] += 1
                     attempt += 1
                     if self._stop.wait(delay):
-                        self._spool_record(record, None)
+                        if self._own(record):
+                            self._spool_record(record, None)
                         return
                     continue
                 self._handle_permanent(record, kind, exc)
@@ -383,6 +383,8 @@ class Delivery:
                 self._consecutive_failures = 0
                 self.stats["written"] += 1
                 reopened = self._circuit_open
+            if not self._own(record):
+                self._written_after_takeover()
             if reopened:
                 self._close_circuit()  # a write went through: MLflow is back
             return
@@ -395,6 +397,8 @@ class Delivery:
 
     def _handle_permanent(self, record: Any, kind: ErrorKind, exc: BaseException) -> None:
         trace_id = getattr(record, "trace_id", "?")
+        if not self._own(record):
+            return  # shutdown spooled it meanwhile; a replay will meet the same answer
         if kind is ErrorKind.AUTH:
             _logger.error(
                 "otel_mlflow: MLflow refused the credentials (%s); trace %s spooled, writes "
@@ -424,7 +428,38 @@ class Delivery:
                 self.stats["spooled"] += 1
         else:
             _faults.report("delivery.write", exc)
-            self._spool_record(record, None)
+            path = self._spool_record(record, None)
+            if path is not None:
+                self._note_error(path.name)
+
+    # --- records failing with unexpected errors: backoff, then rejected/ ----------------------
+    def _note_error(self, name: str) -> int:
+        with self._lock:
+            self.stats["errors"] += 1
+        return self._errors.note(name)
+
+    def _entry_failed_with_error(self, entry: Any, exc: BaseException) -> None:
+        """Release the entry for a later pass, or move it to ``rejected/`` when its unexpected-
+        error attempts are used up (the first one was the worker's own write)."""
+        assert self._spool is not None
+        _faults.report("delivery.replay", exc)
+        failures = self._note_error(entry.name)
+        if failures >= self._error_attempts:
+            self._errors.forget(entry.name)
+            with self._lock:
+                self.stats["rejected"] += 1
+            self._spool.reject(
+                entry, f"{_short(exc)}; failed {failures} times with an unexpected error"
+            )
+        else:
+            self._spool.release(entry)
+
+    def _entry_written(self, entry: Any) -> None:
+        assert self._spool is not None
+        self._spool.remove(entry)
+        self._errors.forget(entry.name)
+        with self._lock:
+            self.stats["replayed"] += 1
 
     def _note_failure(self, exc: BaseException) -> None:
         with self._lock:
@@ -462,11 +497,13 @@ class Delivery:
         cap = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * (2**attempt))
         return random.uniform(cap / 2, cap)
 
-    def _spool_record(self, record: Any, reason: str | None) -> None:
-        if self._spool is not None and self._spool.put(record):
-            with self._lock:
-                self.stats["spooled"] += 1
-            return
+    def _spool_record(self, record: Any, reason: str | None) -> Path | None:
+        if self._spool is not None:
+            path = self._spool.put(record)
+            if path is not None:
+                with self._lock:
+                    self.stats["spooled"] += 1
+                return path
         with self._lock:
             self.stats["dropped"] += 1
         _faults.report("delivery.dropped", message=reason or "no spool for an unwritten trace")
@@ -474,6 +511,7 @@ class Delivery:
             "otel_mlflow: trace %s could not be written or spooled (%s); it is lost",
             getattr(record, "trace_id", "?"), reason or "no spool",
         )
+        return None
 
     def _done_one(self) -> None:
         with self._idle:
@@ -483,7 +521,7 @@ class Delivery:
 
     # --- supervisor: probe while open, replay after recovery ---------------------------------
     def _supervisor_main(self) -> None:
-        _suppress_instrumentation()
+        suppress_instrumentation()
         interval = _PROBE_FIRST_SECONDS
         while not self._stop.is_set():
             if self._circuit_open:
@@ -503,6 +541,10 @@ class Delivery:
                 continue
             if self._replay_wanted and self._spool is not None:
                 self._replay_pass()
+                continue
+            if self._spool is not None and self._errors.any_due(self._spool.has_entry):
+                with self._lock:
+                    self._replay_wanted = True
                 continue
             self._check_stall()
             self._wake.wait(0.5)
@@ -552,7 +594,7 @@ class Delivery:
             if self._spool is None:
                 return True  # nothing to probe with; new records will test the way
             self._spool.recover()
-            entry = self._spool.claim_next()
+            entry = self._spool.claim_next(self._errors.waiting())
             if entry is None:
                 return True
             try:
@@ -562,15 +604,13 @@ class Delivery:
                 if kind is ErrorKind.REJECTED:
                     self._spool.reject(entry, _short(exc))
                     return True  # MLflow answered: it is up
-                self._spool.release(entry)
                 if kind is ErrorKind.ERROR:
                     # Not an outage (a bug or a bad record): do not keep the circuit open on it.
-                    _faults.report("delivery.replay", exc)
+                    self._entry_failed_with_error(entry, exc)
                     return True
+                self._spool.release(entry)
                 raise
-            self._spool.remove(entry)
-            with self._lock:
-                self.stats["replayed"] += 1
+            self._entry_written(entry)
             return True
         except Exception as exc:  # noqa: BLE001 - a failed probe keeps the circuit open
             _logger.debug("otel_mlflow: MLflow probe failed: %s", _short(exc))
@@ -582,7 +622,7 @@ class Delivery:
         with self._lock:
             self._replaying = True
             self._replay_wanted = False
-        skip: set[str] = set()
+        skip = self._errors.waiting()
         spool.recover()  # entries claimed by processes that died since
         try:
             while not self._stop.is_set() and not self._circuit_open:
@@ -596,21 +636,16 @@ class Delivery:
                     if kind is ErrorKind.REJECTED:
                         spool.reject(entry, _short(exc))
                         continue
-                    spool.release(entry)
                     skip.add(entry.name)
                     if kind is ErrorKind.ERROR:
-                        _faults.report("delivery.replay", exc)
+                        self._entry_failed_with_error(entry, exc)
                         continue
+                    spool.release(entry)
                     self._open_circuit(exc, log=kind is ErrorKind.TRANSIENT)
                     break
-                spool.remove(entry)
-                with self._lock:
-                    self.stats["replayed"] += 1
+                self._entry_written(entry)
         finally:
-            with self._lock:
+            with self._idle:
                 self._replaying = False
-
-
-def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= 300 else text[:297] + "..."
+                self._passes_done += 1
+                self._idle.notify_all()

@@ -25,8 +25,12 @@ Limits and safety:
   the OLDEST entries are deleted to make room, with an ERROR log line and the ``dropped`` counter
   (also ``fault_counts()["spool.dropped"]``); nothing is dropped silently.
 - An entry that cannot be parsed is moved to ``quarantine/`` with a log line; replay never crashes
-  on it. An entry MLflow rejected as invalid (4xx other than auth) is moved to ``rejected/`` with
-  an ERROR line, so one bad record cannot block the others forever.
+  on it. An entry MLflow rejected as invalid (4xx other than auth), or that kept failing with an
+  unexpected error (``Delivery``'s ``error_attempts``), is moved to ``rejected/`` with an ERROR
+  line, so one bad record cannot block the others forever. Nothing retries ``rejected/``
+  automatically; ``replay(include_rejected=True)`` (``otel-mlflow replay --include-rejected``)
+  puts its entries back in line first.
+- Log lines quoting an exception are redacted (``_faults.describe``).
 - Several processes may share a directory: an entry is claimed by renaming it to
   ``<name>.claim-<pid>-<token>`` before it is written; claims of dead processes (or of closed
   spools in this process) are released on the next start.
@@ -92,11 +96,13 @@ class SpoolEntry:
 
 @dataclass(frozen=True)
 class ReplayResult:
-    """Outcome of one replay pass: records written, failed (kept or set aside), left waiting."""
+    """Outcome of one replay pass: records written, failed (kept or set aside), left waiting,
+    and how many entries sit in ``rejected/`` afterwards (never retried automatically)."""
 
     written: int
     failed: int
     remaining: int
+    rejected: int = 0
 
 
 def _load_record(text: str) -> Any:
@@ -300,6 +306,10 @@ class Spool:
         names.sort(key=lambda p: p.name)
         return names
 
+    def has_entry(self, name: str) -> bool:
+        """True when the entry ``name`` waits in the replay queue (not claimed, not set aside)."""
+        return (self.directory / name).exists()
+
     def pending(self) -> int:
         """Entries waiting for replay (claimed ones excluded)."""
         return len(self._entries())
@@ -319,8 +329,9 @@ class Spool:
         return total
 
     # --- writing -----------------------------------------------------------------------------
-    def put(self, record: SpoolRecord, folder: str | None = None) -> bool:
-        """Write ``record`` durably; False (logged, counted) when the disk refused it.
+    def put(self, record: SpoolRecord, folder: str | None = None) -> Path | None:
+        """Write ``record`` durably and return the entry's path; None (logged, counted) when the
+        disk refused it.
 
         ``folder`` (``REJECTED_DIR``) files it outside the replay queue, next to it.
         """
@@ -347,19 +358,58 @@ class Spool:
             if folder is not None:
                 _make_private_dir(self.directory / folder)
                 self._write_atomic(name, data, self.directory / folder)
-                return True
+                return self.directory / folder / name
             self._write_atomic(name, data, self.directory)
             with self._lock:
                 if self._bytes is not None:
                     self._bytes += len(data)
-            return True
+            return self.directory / name
         except Exception as exc:  # noqa: BLE001 - a full disk must not reach the app
             _faults.report("spool.put", exc)
             _logger.error(
                 "otel_mlflow: could not spool trace %s to %s: %s",
-                getattr(record, "trace_id", "?"), self.directory, exc,
+                getattr(record, "trace_id", "?"), self.directory, _faults.describe(exc),
             )
+            return None
+
+    def discard(self, path: Path) -> bool:
+        """Delete a waiting entry (its trace reached MLflow after all); False when it is gone
+        or claimed by a replay (which then finds the run written and skips it)."""
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:
             return False
+        with self._lock:
+            if self._bytes is not None:
+                self._bytes = max(self._bytes - size, 0)
+        return True
+
+    def rejected_count(self) -> int:
+        """Entries set aside in ``rejected/``."""
+        try:
+            return sum(1 for p in (self.directory / REJECTED_DIR).iterdir()
+                       if p.name.endswith(_SUFFIX))
+        except OSError:
+            return 0
+
+    def restore_rejected(self) -> int:
+        """Move every entry of ``rejected/`` back into the replay queue (``otel-mlflow replay
+        --include-rejected``); returns how many. Entries keep their names, so their age order."""
+        folder = self.directory / REJECTED_DIR
+        moved = 0
+        try:
+            paths = sorted(p for p in folder.iterdir() if p.name.endswith(_SUFFIX))
+        except OSError:
+            return 0
+        for path in paths:
+            if self._rename_quietly(path, self.directory / path.name):
+                moved += 1
+        if moved:
+            with self._lock:
+                self._bytes = None
+            _fsync_dir(self.directory)
+        return moved
 
     def _write_atomic(self, name: str, data: bytes, directory: Path) -> None:
         tmp = directory / f"{_TMP_PREFIX}{os.getpid()}-{name}"
@@ -443,8 +493,8 @@ class Spool:
             self.quarantined += 1
             _faults.report("spool.corrupt", exc)
             _logger.warning(
-                "otel_mlflow: unreadable spool entry %s moved to %s (%s: %s)",
-                name, self.directory / QUARANTINE_DIR, type(exc).__name__, exc,
+                "otel_mlflow: unreadable spool entry %s moved to %s (%s)",
+                name, self.directory / QUARANTINE_DIR, _faults.describe(exc),
             )
             return None
 
@@ -519,12 +569,17 @@ def replay(
     on_progress: Callable[[int, int | None], None] | None = None,
     *,
     writer_factory: Callable[[str, str | None, bool], Callable[[Any], None]] | None = None,
+    include_rejected: bool = False,
 ) -> ReplayResult:
     """Write every spooled trace to MLflow now (``otel-mlflow replay``); never raises.
 
     ``on_progress(done, total)`` is called after each entry. Entries that fail stay in the spool
     (``remaining``) or, when MLflow rejected them as invalid, move to ``rejected/`` (``failed``).
     The first connection failure ends the pass: the rest stays for the next replay.
+    Entries in ``rejected/`` are never retried automatically (not by the exporter, not by a
+    plain replay); ``include_rejected`` first moves them back into the queue, for a retry after
+    the cause was fixed (a newer MLflow server, a changed limit); those MLflow still refuses go
+    back to ``rejected/``.
     ``writer_factory(tracking_uri, experiment_name, link_traces)`` builds the write function
     (default: ``MlflowWriter(...).write``, one per experiment found in the spool).
     """
@@ -532,6 +587,8 @@ def replay(
 
     uri = resolve_tracking_uri(tracking_uri)
     spool = Spool(spool_dir, tracking_uri=uri)  # opening releases claims of dead processes
+    if include_rejected:
+        spool.restore_rejected()
     factory = writer_factory or _default_writer_factory
     writers: dict[tuple[str | None, bool], Callable[..., None]] = {}
     total = spool.pending()
@@ -554,13 +611,13 @@ def replay(
                 kind = classify_error(exc)
                 failed += 1
                 if kind is ErrorKind.REJECTED:
-                    spool.reject(entry, f"{type(exc).__name__}: {exc}")
+                    spool.reject(entry, _faults.describe(exc))
                 else:
                     spool.release(entry)
                     skip.add(entry.name)
                     _logger.warning(
-                        "otel_mlflow: replay of trace %s failed (%s: %s)",
-                        entry.trace_id, type(exc).__name__, exc,
+                        "otel_mlflow: replay of trace %s failed (%s)",
+                        entry.trace_id, _faults.describe(exc),
                     )
                     if kind in (ErrorKind.TRANSIENT, ErrorKind.AUTH):
                         break
@@ -572,8 +629,9 @@ def replay(
                 _call_progress(on_progress, done, total)
     finally:
         remaining = spool.pending()
+        rejected = spool.rejected_count()
         spool.close()
-    return ReplayResult(written=written, failed=failed, remaining=remaining)
+    return ReplayResult(written=written, failed=failed, remaining=remaining, rejected=rejected)
 
 
 def _call_progress(cb: Callable[[int, int | None], None], done: int, total: int | None) -> None:

@@ -3,7 +3,7 @@
 Commands::
 
     otel-mlflow demo [--tracking-uri URI] [--experiment NAME]
-    otel-mlflow replay [--spool-dir DIR] [--tracking-uri URI]
+    otel-mlflow replay [--spool-dir DIR] [--tracking-uri URI] [--include-rejected]
     otel-mlflow --version
 
 ``demo`` runs a small LangChain app offline (see ``otel_mlflow._demo``) and prints the MLflow runs
@@ -11,7 +11,10 @@ it wrote. ``replay`` writes the traces waiting in the on-disk spool to MLflow, w
 (tqdm when it is installed, a plain stderr bar otherwise) and a summary; it stops at the first
 connection failure (the rest stays spooled) and makes MLflow's HTTP client retry only briefly
 (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=2``, ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1``,
-``MLFLOW_HTTP_REQUEST_TIMEOUT=30`` unless set).
+``MLFLOW_HTTP_REQUEST_TIMEOUT=30`` unless set; in this command's own process only). Entries in
+the spool's ``rejected/`` folder (traces MLflow refused as invalid, or that failed repeatedly with
+an unexpected error) are never retried automatically; ``--include-rejected`` puts them back in
+line first, and those MLflow refuses again return to ``rejected/``.
 
 Exit codes: 0 success; 1 the command ran but something is left undone (demo runs missing,
 traces left in the spool); 2 bad usage (argparse).
@@ -90,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         "--tracking-uri",
         default=None,
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)",
+    )
+    replay.add_argument(
+        "--include-rejected",
+        action="store_true",
+        help="also retry the traces set aside in the spool's rejected/ folder (never retried "
+        "automatically); those MLflow refuses again go back there",
     )
     return parser
 
@@ -208,7 +217,10 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     progress = _Progress(err)
     try:
         result = _spool.replay(
-            spool_dir=args.spool_dir, tracking_uri=args.tracking_uri, on_progress=progress
+            spool_dir=args.spool_dir,
+            tracking_uri=args.tracking_uri,
+            on_progress=progress,
+            include_rejected=args.include_rejected,
         )
     finally:
         progress.close()
@@ -219,6 +231,12 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         f"replay: {written} trace(s) written to MLflow, {failed} failed, "
         f"{remaining} left in the spool\n"
     )
+    rejected = int(getattr(result, "rejected", 0))
+    if rejected:
+        out.write(
+            f"{rejected} trace(s) set aside in the spool's rejected/ folder are not retried "
+            "automatically; `otel-mlflow replay --include-rejected` retries them.\n"
+        )
     if remaining or failed:
         out.write("Run `otel-mlflow replay` again once MLflow is reachable.\n")
         return 1

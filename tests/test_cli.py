@@ -351,6 +351,39 @@ def test_replay_progress_bar_without_tqdm() -> None:
     assert text.endswith("\n")
 
 
+def test_replay_include_rejected_retries_the_set_aside_traces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rejected/ is left alone by a plain replay and retried with --include-rejected."""
+    from otel_mlflow import cli
+    from tests.test_spool import make_record
+
+    for name, value in cli._REPLAY_HTTP_DEFAULTS.items():
+        monkeypatch.setenv(name, value)  # main() would set them in this process otherwise
+    spool_dir = tmp_path / "spool"
+    spool = _spool.Spool(spool_dir, experiment_name="set-aside", link_traces=False)
+    spool.put(make_record(7), folder=_spool.REJECTED_DIR)
+    spool.close()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    assert cli.main(["replay", "--spool-dir", str(spool_dir), "--tracking-uri", store]) == 0
+    out = capsys.readouterr().out
+    assert "replay: 0 trace(s) written" in out
+    assert "1 trace(s) set aside in the spool's rejected/ folder" in out
+    assert "--include-rejected" in out
+
+    assert cli.main(["replay", "--spool-dir", str(spool_dir), "--tracking-uri", store,
+                     "--include-rejected"]) == 0
+    out = capsys.readouterr().out
+    assert "replay: 1 trace(s) written to MLflow, 0 failed, 0 left in the spool" in out
+    assert "rejected/" not in out
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("set-aside")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert [run.data.tags["otel.trace_id"] for run in runs] == [f"{7:032x}"]
+
+
 def test_demo_against_a_tracking_server(mlflow_server: Any, tmp_path: Path) -> None:
     proc = _run(["demo", "--model", "fake", "--experiment", "demo-on-server"], tmp_path,
                 MLFLOW_TRACKING_URI=mlflow_server.url)

@@ -364,7 +364,8 @@ def test_a_bad_record_at_the_head_of_the_spool_does_not_hold_the_circuit_open(
     writer.mode = bad_first  # MLflow is back; record 0 trips a bug every time
     wait_for(lambda: writer.written == [f"{1:032x}"])
     assert not delivery.circuit_open
-    assert spool.pending() == 1  # the bad one stays on disk for a later replay, not lost
+    # The bad one stays on disk (retried with backoff, then set aside in rejected/), not lost.
+    assert len(spooled_for(spool, 0)) == 1
     delivery.shutdown(1)
 
 
@@ -388,4 +389,101 @@ def test_hanging_writes_open_the_circuit_and_records_wait_on_disk(
     wait_for(lambda: not delivery.circuit_open and spool.pending() == 0)
     assert delivery.flush(10)
     assert sorted(set(writer.written)) == [f"{i:032x}" for i in range(20)]
+    delivery.shutdown(1)
+
+
+def spooled_for(spool: Spool, index: int) -> list[Path]:
+    """Spool entries (waiting or set aside) holding the trace ``rec(index)``."""
+    suffix = f"{index:032x}.trace.json"
+    return [p for p in spool.directory.rglob("*") if p.name.endswith(suffix)]
+
+
+def workers_done(delivery: Delivery) -> bool:
+    return not any(thread.is_alive() for thread in delivery._threads)
+
+
+def test_record_stuck_at_shutdown_is_spooled_once_even_when_its_write_fails_later(
+    spool: Spool,
+) -> None:
+    writer = Writer()
+    writer.gate = threading.Event()  # the request hangs past shutdown ...
+    delivery = Delivery(writer, spool=spool, workers=1)
+    delivery.submit(rec(1))
+    wait_for(lambda: len(writer.calls) == 1)
+    delivery.shutdown(0.3)
+    assert len(spooled_for(spool, 1)) == 1  # shutdown took the stuck record over
+    writer.mode = "down"  # ... then fails: the worker must not spool its own second copy
+    writer.gate.set()
+    wait_for(lambda: workers_done(delivery))
+    assert len(spooled_for(spool, 1)) == 1
+    assert spool.pending() == 1
+
+
+def test_write_that_succeeds_after_shutdown_gave_up_leaves_no_spool_copy(spool: Spool) -> None:
+    writer = Writer()
+    writer.gate = threading.Event()
+    delivery = Delivery(writer, spool=spool, workers=1)
+    delivery.submit(rec(2))
+    wait_for(lambda: len(writer.calls) == 1)
+    delivery.shutdown(0.3)
+    assert spool.pending() == 1
+    writer.gate.set()  # MLflow answers after all: the trace is written ...
+    wait_for(lambda: workers_done(delivery))
+    assert writer.written == [f"{2:032x}"]
+    assert spooled_for(spool, 2) == []  # ... and its spool copy is gone (nothing to replay)
+
+
+def test_unexpected_error_is_retried_with_backoff_then_set_aside_never_in_a_loop(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = Writer()
+    bad = f"{1:032x}"
+
+    def bug_on_one(record: Rec) -> None:
+        if record.trace_id == bad:
+            raise TypeError("cannot convert this record")
+
+    writer.mode = bug_on_one
+    delivery = Delivery(writer, spool=spool, workers=1, error_attempts=3,
+                        error_backoff_seconds=0.4)
+
+    def bad_calls() -> int:
+        with writer.lock:
+            return sum(1 for trace_id, _ in writer.calls if trace_id == bad)
+
+    delivery.submit(rec(1))
+    delivery.submit(rec(2))
+    started = time.monotonic()
+    assert not delivery.flush(3.0)  # the bad record is not in MLflow ...
+    assert time.monotonic() - started < 2.0  # ... and flush says so without spinning on it
+    assert bad_calls() <= 2
+    assert f"{2:032x}" in writer.written
+    with caplog.at_level(logging.ERROR, logger="otel_mlflow._spool"):
+        wait_for(lambda: len(list((spool.directory / REJECTED_DIR).glob("*"))) == 1)
+    assert bad_calls() == 3  # the first write, then two backed-off retries
+    assert spool.pending() == 0
+    assert any("unexpected error" in r.getMessage() for r in caplog.records)
+    time.sleep(1.5)
+    assert bad_calls() == 3  # rejected/ is not retried automatically
+    assert delivery.flush(2.0)
+    delivery.shutdown(1)
+
+
+def test_entry_mlflow_rejects_on_replay_is_set_aside_after_one_try(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    first = Spool(directory, loads=Rec.from_json)
+    first.put(rec(5))
+    first.close()
+    writer = Writer()
+
+    def invalid(record: Rec) -> None:
+        raise MlflowException("Invalid value for param", error_code=INVALID_PARAMETER_VALUE)
+
+    writer.mode = invalid
+    spool = Spool(directory, loads=Rec.from_json)
+    delivery = Delivery(writer, spool=spool, workers=1)
+    assert delivery.flush(5.0)  # nothing waits: the refused entry is set aside
+    assert len(list((directory / REJECTED_DIR).iterdir())) == 1
+    assert delivery.flush(2.0) and len(writer.calls) == 1
+    assert not delivery.circuit_open  # MLflow answered: it is up
     delivery.shutdown(1)

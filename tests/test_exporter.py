@@ -7,6 +7,7 @@ tests/test_run_schema.py and tests/test_active_run.py against real stores.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -112,7 +113,7 @@ def test_grace_waits_then_writes_without_flush(make_exporter, sink) -> None:
     assert len(sink.wait(1, timeout=5)) == 1
 
 
-def test_span_after_write_is_counted_late_not_lost_silently(make_exporter, sink) -> None:
+def test_span_after_write_is_counted_late_not_lost_silently(make_exporter, sink, caplog) -> None:
     _faults.reset_fault_counts()
     exporter = make_exporter(grace_seconds=0.0)
     tracer = _provider(exporter).get_tracer("t")
@@ -120,10 +121,14 @@ def test_span_after_write_is_counted_late_not_lost_silently(make_exporter, sink)
     root.end()
     sink.wait(1)
     straggler = tracer.start_span("late", context=trace.set_span_in_context(root))
-    straggler.end()
+    with caplog.at_level(logging.WARNING, logger="otel_mlflow"):
+        straggler.end()
     assert exporter.stats["late_spans"] == 1
     assert _faults.fault_counts().get("exporter.late_spans") == 1
     assert len(sink.records) == 1
+    # The log line names the trace, so its run can be found.
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    assert any(trace_id in r.getMessage() for r in caplog.records)
 
 
 def test_root_that_never_ends_is_written_partial_after_timeout(make_exporter, sink) -> None:
@@ -267,6 +272,8 @@ def test_config_argument_beats_env_beats_default(make_exporter, monkeypatch, tmp
     assert default.grace_seconds == E.DEFAULT_GRACE_SECONDS
     assert default.max_buffered_traces == E.DEFAULT_MAX_BUFFERED_TRACES
     assert default.run_mode == "trace" and default.link_traces is True
+    assert default.parent_wait_seconds == E.DEFAULT_PARENT_WAIT_SECONDS
+    monkeypatch.setenv("OTEL_MLFLOW_PARENT_WAIT_SECONDS", "0.75")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-env")
     monkeypatch.setenv("OTEL_MLFLOW_GRACE_SECONDS", "2.5")
@@ -278,8 +285,11 @@ def test_config_argument_beats_env_beats_default(make_exporter, monkeypatch, tmp
     assert (env.tracking_uri, env.experiment_name) == ("http://127.0.0.1:9", "from-env")
     assert (env.grace_seconds, env.max_buffered_traces, env.trace_timeout_seconds) == (2.5, 7, 9)
     assert env.run_mode == "active" and env.link_traces is False
+    assert env.parent_wait_seconds == 0.75
     arg = make_exporter(tracking_uri="sqlite:///x.db", experiment_name="arg", grace_seconds=0.1,
-                        max_buffered_traces=3, run_mode="trace", link_traces=True)
+                        max_buffered_traces=3, run_mode="trace", link_traces=True,
+                        parent_wait_seconds=2.0)
+    assert arg.parent_wait_seconds == 2.0
     assert (arg.tracking_uri, arg.experiment_name, arg.grace_seconds) == ("sqlite:///x.db",
                                                                           "arg", 0.1)
     assert arg.max_buffered_traces == 3 and arg.run_mode == "trace" and arg.link_traces
@@ -355,3 +365,95 @@ def test_langchain_root_under_a_foreign_parent_is_written_after_the_wait(
     records = sink.wait(1, timeout=5)
     assert len(records) == 1 and not records[0].partial
     assert records[0].run_name == "invoke_workflow x"
+
+
+def test_buffer_is_a_hard_cap_when_the_assembler_falls_behind(
+    make_exporter, sink, monkeypatch
+) -> None:
+    """An app producing faster than the assembler converts (a CPU-starved assembler thread,
+    simulated by stalling ``build_record`` on that thread only): the exporter never holds more
+    than ``max_buffered_traces`` traces; the exporting thread writes the complete ones itself,
+    without their grace, none partial and none lost."""
+    release = threading.Event()
+    real_build = E.build_record
+
+    def stalling_build(*args: Any, **kwargs: Any) -> TraceRecord:
+        if threading.current_thread().name == "otel_mlflow-assembler":
+            release.wait(30)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(E, "build_record", stalling_build)
+    _faults.reset_fault_counts()
+    cap = 20
+    exporter = make_exporter(grace_seconds=0.0, max_buffered_traces=cap)
+    tracer = _provider(exporter).get_tracer("t")
+    held: list[int] = []
+    for i in range(200):
+        with tracer.start_as_current_span(f"r{i}", attributes={A.ROOT: True}):
+            tracer.start_span("chat", attributes={A.GEN_AI_OPERATION_NAME: "chat"}).end()
+        with exporter._lock:
+            held.append(len(exporter._buffers) + exporter._backlog)
+    assert max(held) <= cap
+    # While the assembler is stuck, records still flow: the exporting thread wrote them.
+    assert len(sink.wait(150, timeout=10)) >= 150
+    assert exporter.stats["early"] >= 150 and exporter.stats["overflow"] == 0
+    assert _faults.fault_counts()["exporter.backpressure"] >= 1
+    release.set()
+    assert exporter.force_flush(10_000)
+    assert sorted(r.run_name for r in sink.records) == sorted(f"r{i}" for i in range(200))
+    assert not any(r.partial for r in sink.records)
+    assert exporter.stats["late_spans"] == 0
+
+
+def test_shutdown_takes_the_shorter_of_the_sdk_and_own_timeouts(make_exporter, sink,
+                                                                  monkeypatch) -> None:
+    """The SDK passes what is left of its 30 s; ``shutdown_timeout_seconds`` (1 s) must win
+    even when a conversion is stuck (simulated on the assembler thread)."""
+    release = threading.Event()
+    real_build = E.build_record
+
+    def stalling_build(*args: Any, **kwargs: Any) -> TraceRecord:
+        if threading.current_thread().name == "otel_mlflow-assembler":
+            release.wait(60)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(E, "build_record", stalling_build)
+    exporter = make_exporter(grace_seconds=0.0, shutdown_timeout_seconds=1.0)
+    provider = _provider(exporter, batch=True)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("stuck", attributes={A.ROOT: True}):
+        pass
+    provider.force_flush()
+    deadline = time.monotonic() + 10
+    while exporter.buffered_traces() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the assembler has taken the trace and hangs in it
+    started = time.monotonic()
+    provider.shutdown()  # BatchSpanProcessor -> exporter.shutdown(timeout_millis=~30000)
+    elapsed = time.monotonic() - started
+    release.set()
+    assert elapsed < 5.0, elapsed
+
+
+@pytest.mark.parametrize("how", ["module flush", "exporter force_flush"])
+def test_flush_alone_drains_a_provider_built_by_configure(tmp_path: Path, sink, how) -> None:
+    """A provider ``configure()`` extended (not the global one): its BatchSpanProcessor holds
+    spans for 5 s; ``otel_mlflow.flush()`` alone gets them written."""
+    from otel_mlflow import _configure
+
+    provider = TracerProvider()
+    tracer = _configure.configure(
+        tracer_provider=provider, set_global=False, otlp=False, write=sink.write,
+        spool_dir=str(tmp_path / "spool"), grace_seconds=60.0,
+    )
+    exporter = next(e for e in _configure._exporters(provider)
+                    if isinstance(e, E.MlflowSpanExporter))
+    try:
+        from langchain_core.runnables import RunnableLambda
+
+        RunnableLambda(lambda x: x + 1).invoke(1, config={"callbacks": [tracer]})
+        assert sink.records == []  # still in the SDK's queue
+        flushed = E.flush(10.0) if how == "module flush" else exporter.force_flush(10_000)
+        assert flushed is True
+        assert len(sink.records) == 1
+    finally:
+        provider.shutdown()

@@ -290,6 +290,30 @@ def test_replay_stops_at_connection_error_and_sets_rejected_aside(tmp_path: Path
     writer.fail.clear()
     again = replay(spool_dir=tmp_path, tracking_uri="http://x:1", writer_factory=writer.factory)
     assert (again.written, again.remaining) == (2, 0)
+    # rejected/ is never retried by a plain replay, even with MLflow now accepting the record ...
+    assert again.rejected == 1 and f"{1:032x}" not in [t for t, _ in writer.written]
+    # ... only when asked to: then it is written and the folder is empty.
+    last = replay(spool_dir=tmp_path, tracking_uri="http://x:1", writer_factory=writer.factory,
+                  include_rejected=True)
+    assert (last.written, last.failed, last.remaining, last.rejected) == (1, 0, 0, 0)
+    assert [t for t, _ in writer.written][-1] == f"{1:032x}"
+    assert list((tmp_path / REJECTED_DIR).iterdir()) == []
+
+
+def test_include_rejected_sends_entries_refused_again_back_to_rejected(tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    spool = Spool(tmp_path)
+    spool.put(make_record(4), folder=REJECTED_DIR)
+    spool.close()
+    writer = ScriptedWriter(
+        {f"{4:032x}": MlflowException("still bad", error_code=INVALID_PARAMETER_VALUE)}
+    )
+    result = replay(spool_dir=tmp_path, tracking_uri="http://x:1", writer_factory=writer.factory,
+                    include_rejected=True)
+    assert (result.written, result.failed, result.remaining, result.rejected) == (0, 1, 0, 1)
+    assert writer.written == []
 
 
 def test_replay_never_raises_on_a_broken_progress_callback(tmp_path: Path) -> None:
@@ -304,7 +328,7 @@ def test_replay_never_raises_on_a_broken_progress_callback(tmp_path: Path) -> No
     assert result.written == 1
 
 
-def test_put_on_a_refusing_disk_returns_false_logs_and_counts(
+def test_put_on_a_refusing_disk_returns_none_logs_and_counts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _faults.reset_fault_counts()
@@ -314,6 +338,6 @@ def test_put_on_a_refusing_disk_returns_false_logs_and_counts(
     os.rmdir(spool.directory)
     spool.directory.write_text("in the way")
     with caplog.at_level(logging.ERROR):
-        assert spool.put(make_record(1)) is False
+        assert spool.put(make_record(1)) is None
     assert _faults.fault_counts().get("spool.put") == 1
     assert any("could not spool" in r.getMessage() for r in caplog.records)
