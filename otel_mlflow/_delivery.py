@@ -22,7 +22,7 @@ What happens to a record, in priority order:
      that trips a bug every time is neither retried in a loop nor blocks the others.
 
 Entries in ``rejected/`` are never retried automatically; ``otel-mlflow replay
---include-rejected`` puts them back in line (see ``otel_mlflow._spool.replay``).
+--include-rejected`` puts them back in line (see ``otel_mlflow._replay.replay``).
 
 A write that hangs for ``stall_seconds`` (MLflow's own client retries a refused connection for
 minutes before it raises) also opens the circuit, so records wait on disk, not in memory; the

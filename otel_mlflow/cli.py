@@ -209,14 +209,14 @@ _REPLAY_HTTP_DEFAULTS = {
 
 
 def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from otel_mlflow import _spool
+    from otel_mlflow import _replay
 
     for name, value in _REPLAY_HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
 
     progress = _Progress(err)
     try:
-        result = _spool.replay(
+        result = _replay.replay(
             spool_dir=args.spool_dir,
             tracking_uri=args.tracking_uri,
             on_progress=progress,

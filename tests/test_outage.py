@@ -180,7 +180,7 @@ def test_app_killed_with_spooled_traces_new_process_writes_them_once(
     tmp_path: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from otel_mlflow._exporter import MlflowSpanExporter
-    from otel_mlflow._spool import replay
+    from otel_mlflow._replay import replay
 
     count = 20
     spool_dir = tmp_path / "spool"

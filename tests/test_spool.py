@@ -25,8 +25,8 @@ from otel_mlflow._spool import (
     REJECTED_DIR,
     Spool,
     default_spool_dir,
-    replay,
 )
+from otel_mlflow._replay import replay
 
 
 def make_record(index: int, payload: str = "") -> TraceRecord:
