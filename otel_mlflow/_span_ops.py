@@ -29,31 +29,50 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
+from opentelemetry.trace import get_current_span
 from opentelemetry.context import Context
 
 from otel_mlflow import _attributes as A
 from otel_mlflow._serialize import Serializer
 
-try:  # The SDK's types for the direct attribute path; without them it stays off.
+try:  # The SDK's types for the direct paths; without them they stay off.
     from opentelemetry.sdk.trace import SpanProcessor as _SdkProcessor
     from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor as _SdkMulti
+    from opentelemetry.sdk.trace import Tracer as _SdkTracer
     from opentelemetry.sdk.trace import _Span as _SdkSpan
     from opentelemetry.sdk.trace import sampling as _sampling
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
+    from otel_mlflow._lite_span import LiteSpan
+
     _QUIET_ON_START = frozenset(
         {_SdkProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start}
+    )
+    _QUIET_ON_ENDING = frozenset(
+        getattr(cls, "_on_ending", None)
+        for cls in (_SdkProcessor, BatchSpanProcessor, SimpleSpanProcessor)
     )
     _BLIND_SAMPLERS = (_sampling.ALWAYS_ON, _sampling.ALWAYS_OFF, _sampling.DEFAULT_ON,
                        _sampling.DEFAULT_OFF)
     _BLIND_SAMPLER_TYPES = (_sampling.TraceIdRatioBased, _sampling.ParentBasedTraceIdRatio)
+    # Samplers whose decision LiteSpan reproduces: always on; parent-based, always on for roots.
+    _ALWAYS_ON = _sampling.ALWAYS_ON
+    _LITE_SAMPLERS = (_sampling.ALWAYS_ON, _sampling.DEFAULT_ON)
 except ImportError:  # pragma: no cover - SDK internals moved: public API only
     _SdkSpan = None
     _SdkMulti = None
+    _SdkTracer = None
+    LiteSpan = None
     _QUIET_ON_START = frozenset()
+    _QUIET_ON_ENDING = frozenset()
     _BLIND_SAMPLERS = ()
     _BLIND_SAMPLER_TYPES = ()
+    _ALWAYS_ON = None
+    _LITE_SAMPLERS = ()
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 
 # How many values the tracer adds to a span's own attribute dict after ``start`` (an LLM span's
 # response attributes are the most: about 12). Only spans with this much room under the
@@ -73,15 +92,29 @@ def _attribute_blind(sampler: Any) -> bool:
 class SpanOps:
     """Span start / attribute writes for one OTel tracer (see the module docstring)."""
 
-    __slots__ = ("_tracer", "_blind", "_multi", "_seen", "_quiet")
+    __slots__ = ("_tracer", "_blind", "_multi", "_seen", "_quiet", "_silent", "_lite", "_ids")
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
-        self._blind = _attribute_blind(getattr(tracer, "sampler", None))
+        sampler = getattr(tracer, "sampler", None)
+        self._blind = _attribute_blind(sampler)
         multi = getattr(tracer, "span_processor", None)
         self._multi = multi if _SdkMulti is not None and type(multi) is _SdkMulti else None
         self._seen: object = None
         self._quiet = False
+        self._silent = False
+        # LiteSpan (see ``_lite_span``): an SDK tracer, a sampler whose decision it reproduces,
+        # the SDK's span metrics off. Processors, limits and ``_is_enabled`` are checked per span.
+        self._lite = (
+            LiteSpan is not None
+            and type(tracer) is _SdkTracer
+            and any(sampler is s for s in _LITE_SAMPLERS)
+            and type(getattr(tracer, "_tracer_metrics", None)).__name__ == "NoOpTracerMetrics"
+            and callable(getattr(tracer, "_is_enabled", None))
+            and hasattr(tracer, "_span_limits")
+            and hasattr(tracer, "_instrumentation_scope")
+        )
+        self._ids = getattr(tracer, "id_generator", None)
 
     def _quiet_start(self) -> bool:
         """True when no span processor's ``on_start`` can look at a new span's attributes."""
@@ -91,8 +124,42 @@ class SpanOps:
             self._quiet = isinstance(procs, tuple) and all(
                 type(p).on_start in _QUIET_ON_START for p in procs
             )
+            # ... and for LiteSpan: nobody's ``_on_ending`` hook looks at an ending span either.
+            self._silent = self._quiet and all(
+                getattr(type(p), "_on_ending", None) in _QUIET_ON_ENDING for p in procs
+            )
             self._seen = procs
         return self._quiet
+
+    def _start_lite(self, name: str, ctx: Context | None, kind: SpanKind,
+                    attrs: dict[str, Any], now: int) -> Span | None:
+        """A ``LiteSpan`` exactly where ``start_span`` would make an equivalent span, else None."""
+        tracer: Any = self._tracer
+        limits = tracer._span_limits
+        maxlen = limits.max_span_attributes
+        if (
+            not self._silent
+            or limits.max_span_attribute_length is not None
+            or (maxlen is not None and len(attrs) + END_ROOM > maxlen)
+            or not tracer._is_enabled()
+        ):
+            return None
+        parent: SpanContext | None = get_current_span(ctx).get_span_context()
+        ids = self._ids
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = ids.generate_trace_id()
+            flags = _SAMPLED_RANDOM if ids.is_trace_id_random() else _SAMPLED
+            state = None
+        else:
+            parent_flags = parent.trace_flags
+            if not parent_flags.sampled and tracer.sampler is not _ALWAYS_ON:
+                return None  # parent-based: not recorded; start_span makes that span
+            trace_id = parent.trace_id
+            flags = _SAMPLED_RANDOM if parent_flags.random_trace_id else _SAMPLED
+            state = parent.trace_state
+        context = SpanContext(trace_id, ids.generate_span_id(), False, flags, state)
+        return LiteSpan(tracer, name, context, parent, kind, attrs, now)
 
     def start(self, name: str, ctx: Context | None, kind: SpanKind, attrs: dict[str, Any],
               now: int) -> tuple[Span, dict[str, Any] | None]:
@@ -103,6 +170,10 @@ class SpanOps:
         it ends the span (else None: use ``set``).
         """
         if self._blind and self._multi is not None and self._quiet_start():
+            if self._lite:
+                lite = self._start_lite(name, ctx, kind, attrs, now)
+                if lite is not None:
+                    return lite, attrs
             span = self._tracer.start_span(name, ctx, kind, None, (), now, False, False)
             if type(span) is _SdkSpan:
                 try:
