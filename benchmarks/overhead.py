@@ -73,6 +73,47 @@ def _provider() -> tuple[Any, list[int]]:
 
 def _callbacks(case: str, provider: Any) -> list[Any] | None:
     """The handler to pass per invocation, or None (none / global instrumentations)."""
+    return _setup(case, provider)[0]
+
+
+def _setup(case: str, provider: Any) -> tuple[list[Any] | None, Any]:
+    """``(handlers to pass per invocation or None, switch(on: bool))`` for ``case``.
+
+    ``switch`` turns a global instrumentation on or off (``instrument`` / ``uninstrument``), so
+    the untraced batches of the same process run without it; a no-op for handler cases.
+    """
+    instrumentor = _global_instrumentor(case)
+    if instrumentor is None:
+        return _handlers(case, provider), lambda on: None
+    # Both instrumentations add their handler to every callback manager by wrapping
+    # ``BaseCallbackManager.__init__``; their ``uninstrument`` does not always undo that, so the
+    # switch swaps the wrapped and the original ``__init__`` itself (the child checks that the
+    # untraced batches make no span).
+    from langchain_core.callbacks import BaseCallbackManager
+
+    original = BaseCallbackManager.__dict__["__init__"]
+    instrumentor.instrument(tracer_provider=provider, skip_dep_check=True)
+    wrapped = BaseCallbackManager.__dict__["__init__"]
+
+    def switch(on: bool) -> None:
+        BaseCallbackManager.__init__ = wrapped if on else original  # type: ignore[method-assign]
+
+    return None, switch
+
+
+def _global_instrumentor(case: str) -> Any:
+    if case == "openinference":
+        from openinference.instrumentation.langchain import LangChainInstrumentor
+
+        return LangChainInstrumentor()
+    if case == "openllmetry":
+        from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+
+        return LangchainInstrumentor()
+    return None
+
+
+def _handlers(case: str, provider: Any) -> list[Any] | None:
     if case == "none":
         return None
     if case == "minimal":
@@ -84,16 +125,6 @@ def _callbacks(case: str, provider: Any) -> list[Any] | None:
         from otel_mlflow._tracer import OtelTracer
 
         return [OtelTracer(provider, capture_content=case == "otel_on")]
-    if case == "openinference":
-        from openinference.instrumentation.langchain import LangChainInstrumentor
-
-        LangChainInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
-        return None
-    if case == "openllmetry":
-        from opentelemetry.instrumentation.langchain import LangchainInstrumentor
-
-        LangchainInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
-        return None
     raise ValueError(case)
 
 
@@ -127,27 +158,52 @@ def _workload(name: str) -> tuple[Any, Any]:
 
 
 def child(case: str, workload: str, warmup: int, batches: int, per_batch: int) -> dict[str, Any]:
+    """One fresh process: batches with ``case`` traced and untraced, alternating.
+
+    The added cost is paired inside the process (each traced batch against the untraced batch
+    next to it), so the process's own speed (memory layout, hash seed, neighbours at that moment)
+    cancels out of it.
+    """
     import gc
 
     provider, ended = _provider()
-    callbacks = _callbacks(case, provider)
+    callbacks, switch = _setup(case, provider)
     chain, arg = _workload(workload)
     config = {"callbacks": callbacks} if callbacks else None
-    for _ in range(warmup):
-        chain.invoke(arg, config=config)
-    ended[0] = 0
-    wall: list[float] = []
-    cpu: list[float] = []
-    for _ in range(batches):
+
+    def run(traced: bool, n: int) -> tuple[float, float]:
+        switch(traced)
+        cfg = config if traced else None
         gc.collect()
         start_cpu = time.thread_time_ns()
         start = time.perf_counter_ns()
-        for _ in range(per_batch):
-            chain.invoke(arg, config=config)
-        wall.append((time.perf_counter_ns() - start) / per_batch / 1000.0)
-        cpu.append((time.thread_time_ns() - start_cpu) / per_batch / 1000.0)
-    return {"case": case, "workload": workload, "us": statistics.median(wall),
-            "cpu_us": statistics.median(cpu), "spans": ended[0] / (batches * per_batch)}
+        for _ in range(n):
+            chain.invoke(arg, config=cfg)
+        return ((time.perf_counter_ns() - start) / n / 1000.0,
+                (time.thread_time_ns() - start_cpu) / n / 1000.0)
+
+    run(True, warmup)
+    run(False, warmup // 2)
+    traced: list[tuple[float, float]] = []
+    base: list[tuple[float, float]] = []
+    spans = [0, 0]  # ended spans in traced / untraced batches
+    for index in range(batches):
+        for mode in ((True, False) if index % 2 == 0 else (False, True)):
+            ended[0] = 0
+            (traced if mode else base).append(run(mode, per_batch))
+            spans[0 if mode else 1] += ended[0]
+    switch(True)
+    if spans[1]:
+        raise RuntimeError(f"{case}: untraced batches made {spans[1]} spans")
+    med = statistics.median
+    return {
+        "case": case, "workload": workload,
+        "us": med(w for w, _ in traced), "cpu_us": med(c for _, c in traced),
+        "base_us": med(w for w, _ in base), "base_cpu_us": med(c for _, c in base),
+        "added_us": med(t[0] - b[0] for t, b in zip(traced, base)),
+        "added_cpu_us": med(t[1] - b[1] for t, b in zip(traced, base)),
+        "spans": spans[0] / (batches * per_batch),
+    }
 
 
 def profile(case: str, workload: str, n: int) -> None:
@@ -331,14 +387,17 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def _paired_added(results: dict[tuple[str, str], list[dict[str, Any]]], case: str,
                   workload: str, metric: str) -> float:
-    """Median over rounds of (case - none) measured in the same round.
+    """Median over rounds of the added time.
 
-    Pairing each case with the no-tracing run of its own round keeps load that drifts during a
-    run (other jobs on a shared machine) out of the added time.
+    Each child pairs its traced batches with untraced batches of the same process (``child``);
+    results without those fields (older ``--json`` files) pair with ``none`` of the same round.
     """
-    mine = [r[metric] for r in results[(case, workload)]]
+    mine = results[(case, workload)]
+    if mine and "added_" + metric in mine[0]:
+        # Paired inside each process (see ``child``): the median over rounds.
+        return statistics.median(r["added_" + metric] for r in mine)
     none = [r[metric] for r in results[("none", workload)]]
-    return statistics.median(a - b for a, b in zip(mine, none))
+    return statistics.median(a[metric] - b for a, b in zip(mine, none))
 
 
 def table(results: dict[tuple[str, str], list[dict[str, Any]]], cases: list[str],
@@ -357,6 +416,11 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]], cases: list[str]
         spans = {c: statistics.median(r["spans"] for r in results[(c, workload)])
                  for c in med}
         base = med["none"]
+        # × no tracing: against the untraced batches of the case's own processes when present.
+        ratio = {c: statistics.median(r[metric] / r["base_" + metric]
+                                      for r in results[(c, workload)])
+                 if "base_" + metric in results[(c, workload)][0] else med[c] / base
+                 for c in med}
         added = {c: _paired_added(results, c, workload, metric) for c in med}
         for case in cases:
             if case not in med:
@@ -367,7 +431,7 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]], cases: list[str]
                 "openllmetry", 0) > 0 else None
             lines.append(
                 f"| {workload} | {case} | {med[case]:.0f} | {spans[case]:.1f} "
-                f"| {med[case] / base:.2f} | {added[case]:.0f} | {_fmt(vs_min)} "
+                f"| {ratio[case]:.2f} | {added[case]:.0f} | {_fmt(vs_min)} "
                 f"| {_fmt(vs_ollm)} |"
             )
         if "otel_on" in added and added.get("minimal", 0) > 0:
@@ -385,10 +449,10 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]], cases: list[str]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--per-batch", type=int, default=200)
+    parser.add_argument("--batches", type=int, default=6)
+    parser.add_argument("--per-batch", type=int, default=150)
     parser.add_argument("--quick", action="store_true", help="fewer invocations (smoke run)")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--site", help="extra sys.path entry holding the other tracers")
@@ -426,7 +490,7 @@ def main() -> int:
             print(table(loaded, present, metric))
         return 0
     if args.quick:
-        args.warmup, args.batches, args.per_batch = 100, 3, 100
+        args.warmup, args.batches, args.per_batch = 100, 2, 100
 
     cases = [c for c in args.cases.split(",") if c]
     skipped = [c for c in cases if not _available(c, args.site)]
