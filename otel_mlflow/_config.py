@@ -37,6 +37,7 @@ RETRY_MAX_SECONDS = "OTEL_MLFLOW_RETRY_MAX_SECONDS"
 RUN_TTL_SECONDS = "OTEL_MLFLOW_RUN_TTL_SECONDS"  # tracer: open LangChain runs ended after this
 MAX_OPEN_RUNS = "OTEL_MLFLOW_MAX_OPEN_RUNS"  # tracer: hard cap of the run_id map
 MAX_ATTRIBUTE_CHARS = "OTEL_MLFLOW_MAX_ATTRIBUTE_CHARS"  # cap for one JSON content attribute
+DEFER_CONTENT = "OTEL_MLFLOW_DEFER_CONTENT"  # tracer: content JSON written on first read of a span
 REDACT_KEYS = "OTEL_MLFLOW_REDACT_KEYS"  # comma-separated extra key regexes
 REDACT_PATTERNS = "OTEL_MLFLOW_REDACT_PATTERNS"  # comma-separated extra value regexes
 

@@ -226,7 +226,12 @@ class Delivery:
                     return False
                 continue
             if self._spool.pending() == 0:
-                return True
+                if not self._replaying:
+                    return True
+                # A pass may be writing an entry it took out of the spool: wait for its end.
+                if not self._pass_end(deadline):
+                    return False
+                continue
             if replayed:
                 # One full pass ran and entries remain (in backoff after an unexpected error,
                 # or spooled meanwhile): report it instead of replaying in a loop.
@@ -234,6 +239,17 @@ class Delivery:
             replayed = True
             if not self._replay_once(deadline):
                 return False
+
+    def _pass_end(self, deadline: float) -> bool:
+        """Wait for the end of the replay pass running now; False when ``deadline`` passed."""
+        with self._idle:
+            target = self._passes_done + 1
+            while self._replaying and self._passes_done < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.1))
+        return True
 
     def _replay_once(self, deadline: float) -> bool:
         """Ask the supervisor for a replay pass that starts now and wait for its end (or for the

@@ -31,6 +31,7 @@ OK, ``end`` exports once even if two threads race, the span attribute/event/link
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from time import time_ns
@@ -44,6 +45,8 @@ from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
+from otel_mlflow._deferred import Deferred, materialize
+
 try:
     from opentelemetry.attributes import _clean_attribute_value
 except ImportError:  # pragma: no cover - another API layout: keep only the plain value types
@@ -53,6 +56,8 @@ except ImportError:  # pragma: no cover - another API layout: keep only the plai
 logger = logging.getLogger(__name__)
 
 UNSET = Status(StatusCode.UNSET)
+# Serializes the writing of deferred content (readers run on exporter threads; rare contention).
+_MATERIALIZE = threading.Lock()
 
 
 class LiteSpan(trace_api.Span, ReadableSpan):
@@ -83,6 +88,42 @@ class LiteSpan(trace_api.Span, ReadableSpan):
         self._tracer = tracer
         # Popped by the one ``end`` that exports the span (list.pop is atomic under the GIL).
         self._live = [True]
+        # Content the tracer deferred (``_deferred``): written on the first read of attributes.
+        self._pending: list[tuple[str, Deferred, int | None]] | None = None
+
+    # --- deferred content ---------------------------------------------------------------------
+    def defer(self, pending: list[tuple[str, Deferred, int | None]]) -> None:
+        """Values to write into the attributes on their first read (the tracer's, before end)."""
+        if self._pending is None:
+            self._pending = pending
+        else:
+            self._pending.extend(pending)
+
+    def _materialize(self) -> None:
+        if self._pending is None:
+            return
+        with _MATERIALIZE:
+            pending = self._pending
+            if pending is None:
+                return  # another reader wrote them while this one waited
+            attributes = self._attributes
+            if type(attributes) is dict:
+                materialize(pending, attributes)
+            self._pending = None
+
+    @property
+    def attributes(self) -> types.Attributes:  # type: ignore[override]
+        self._materialize()
+        return super().attributes
+
+    @property
+    def dropped_attributes(self) -> int:  # type: ignore[override]
+        self._materialize()
+        return super().dropped_attributes
+
+    def to_json(self, indent: int | None = 4) -> str:
+        self._materialize()
+        return super().to_json(indent)
 
     # --- trace_api.Span -----------------------------------------------------------------------
     def get_span_context(self) -> SpanContext:
@@ -186,9 +227,11 @@ class LiteSpan(trace_api.Span, ReadableSpan):
             return
         self._end_time = end_time if end_time is not None else time_ns()
         maxlen = self._tracer._span_limits.max_span_attributes
-        if maxlen is not None and len(self._attributes) > maxlen:
-            # The SDK's own rule for too many attributes: the oldest are dropped (and counted).
-            self._attributes = BoundedAttributes(maxlen, self._attributes, immutable=True)
+        if maxlen is not None and len(self._attributes) + len(self._pending or ()) > maxlen:
+            self._materialize()
+            if len(self._attributes) > maxlen:
+                # The SDK's rule for too many attributes: the oldest are dropped (and counted).
+                self._attributes = BoundedAttributes(maxlen, self._attributes, immutable=True)
         self._tracer.span_processor.on_end(self)
 
     def __exit__(self, exc_type: Any, exc_val: BaseException | None, exc_tb: Any) -> None:

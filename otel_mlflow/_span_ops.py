@@ -131,6 +131,16 @@ class SpanOps:
             self._seen = procs
         return self._quiet
 
+    def lazy_ok(self) -> bool:
+        """True when ``start`` makes ``LiteSpan`` s (unless a parent is not sampled).
+
+        The tracer then defers content (``_deferred``) instead of serializing it in the callback.
+        """
+        if not (self._lite and self._multi is not None and self._quiet_start() and self._silent):
+            return False
+        tracer: Any = self._tracer
+        return tracer._span_limits.max_span_attribute_length is None and tracer._is_enabled()
+
     def _start_lite(self, name: str, ctx: Context | None, kind: SpanKind,
                     attrs: dict[str, Any], now: int) -> Span | None:
         """A ``LiteSpan`` exactly where ``start_span`` would make an equivalent span, else None."""

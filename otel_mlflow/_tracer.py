@@ -27,7 +27,9 @@ Design (why it looks like this):
 - Every callback body is wrapped: a fault is reported through ``otel_mlflow._faults`` and never
   reaches LangChain or the app.
 - Content (messages, inputs/outputs, tool arguments/results, metadata values, error messages) is
-  captured by default and serialized once (``_content``: messages as JSON text directly, memoized
+  captured by default and serialized once, for chain / chat / LLM / tool values lazily when the
+  span is a ``LiteSpan`` (``_deferred``: the containers copied in the callback, the JSON written
+  on the first read of the span's attributes) (``_content``: messages as JSON text directly, memoized
   per trace; ``Serializer``: redaction + size cap). Objects a LangChain composition hands on
   unchanged are serialized once for both spans.
 - Spans are started, annotated and failed through ``_span_ops`` (the SDK's per-value attribute
@@ -37,6 +39,8 @@ Configuration, each resolved once here (argument > environment variable > defaul
 
 - ``capture_content``: ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` > True
 - ``max_attribute_chars``: ``OTEL_MLFLOW_MAX_ATTRIBUTE_CHARS`` > 16384 (per JSON attribute)
+- ``defer_content``: ``OTEL_MLFLOW_DEFER_CONTENT`` > True (content JSON written when the span is
+  first read, on the exporter's thread with a ``BatchSpanProcessor``; see ``_deferred``)
 - ``run_ttl_seconds``: ``OTEL_MLFLOW_RUN_TTL_SECONDS`` > 600
 - ``max_open_runs``: ``OTEL_MLFLOW_MAX_OPEN_RUNS`` > 10000
 - ``redact_keys`` / ``redact_patterns``: ``OTEL_MLFLOW_REDACT_KEYS`` / ``OTEL_MLFLOW_REDACT_PATTERNS``
@@ -64,6 +68,8 @@ from otel_mlflow import _mapping as M
 from otel_mlflow import _model_context
 from otel_mlflow import _span_ops
 from otel_mlflow._content import Content
+from otel_mlflow._deferred import NOT_SAFE, Deferred, snapshot
+from otel_mlflow._lite_span import LiteSpan
 from otel_mlflow._faults import report
 from otel_mlflow._redact import Redactor
 from otel_mlflow._run_map import RunMap, RunState
@@ -95,6 +101,7 @@ class OtelTracer(BaseCallbackHandler):
         redact_keys: Iterable[str] | None = None,
         redact_patterns: Iterable[str] | None = None,
         mask: Callable[[str | None, Any], Any] | None = None,
+        defer_content: bool | None = None,
     ) -> None:
         super().__init__()
         provider = tracer_provider or trace_api.get_tracer_provider()
@@ -120,6 +127,11 @@ class OtelTracer(BaseCallbackHandler):
         redactor = Redactor(extra_keys=redact_keys, extra_patterns=redact_patterns, mask=mask)
         self._ser = Serializer(max_attribute_chars, redactor)
         self._content = Content(self._ser)
+        self.defer_content = (
+            defer_content
+            if defer_content is not None
+            else _config.env_bool(_config.DEFER_CONTENT, True)
+        )
         # Content capture off: the serializer is not handed to the error / event code either.
         self._content_ser = self._ser if self.capture_content else None
         # HTTP/gRPC client spans of the provider call nest under the chat span through this.
@@ -151,6 +163,29 @@ class OtelTracer(BaseCallbackHandler):
             parent.ctx = set_span_in_context(parent.anchor)
         return parent
 
+    def _lazy(self) -> bool:
+        """Whether this callback's content may be deferred (see ``_deferred``)."""
+        return self.defer_content and self._spans.lazy_ok()
+
+    @staticmethod
+    def _deferred(lazy: bool, fn: Callable[..., Any], value: Any, *rest: Any) -> str | Deferred:
+        """``fn(value, *rest)`` now, or a ``Deferred`` of it over a snapshot of ``value``."""
+        if lazy:
+            copy = snapshot(value)
+            if copy is not NOT_SAFE:
+                return Deferred(fn, copy, *rest)
+        return fn(value, *rest)
+
+    @staticmethod
+    def _put(attrs: dict[str, Any], pending: list[tuple[str, Deferred, int | None]], key: str,
+             value: Any, index: int | None = None) -> None:
+        if type(value) is Deferred:
+            pending.append((key, value, index))
+        elif index is None:
+            attrs[key] = value
+        elif value[index] is not None:
+            attrs[key] = value[index]
+
     def _open(
         self,
         run_id: UUID,
@@ -161,9 +196,12 @@ class OtelTracer(BaseCallbackHandler):
         run_type: str,
         meta: dict[str, Any] | None,
         parent: RunState | None,
+        pending: list[tuple[str, Deferred, int | None]] | None = None,
     ) -> RunState:
         span, own = self._spans.start(name, parent.ctx if parent is not None else None, kind,
                                       attrs, now)
+        if pending:
+            self._hand_over(span, pending, own)
         run = RunState(span, span, None, now, run_type, meta, parent)
         run.rid = attrs[A.LC_RUN_ID]
         run.attrs = own
@@ -175,8 +213,27 @@ class OtelTracer(BaseCallbackHandler):
             self._abandon(old, error_type, now)
         return run
 
-    def _end_attrs(self, run: RunState, attrs: dict[str, Any]) -> None:
+    def _hand_over(self, span: Span, pending: list[tuple[str, Deferred, int | None]],
+                   own: dict[str, Any] | None) -> None:
+        """Deferred values to a ``LiteSpan``; any other span gets them computed now."""
+        if type(span) is LiteSpan:
+            span.defer(pending)
+        elif span.is_recording():
+            values: dict[str, Any] = {}
+            for key, deferred, index in pending:
+                self._put(values, [], key, deferred.get(), index)
+            if own is not None:
+                own.update(values)
+            else:
+                self._spans.set(span, values)
+
+    def _end_attrs(self, run: RunState, attrs: dict[str, Any],
+                   pending: list[tuple[str, Deferred, int | None]] | None = None) -> None:
         """A run's end values: into its span's own dict when the tracer holds it, else the SDK."""
+        if pending:
+            self._hand_over(run.span, pending, run.attrs)  # type: ignore[arg-type]
+        if not attrs:
+            return
         if run.attrs is not None:
             run.attrs.update(attrs)
         else:
@@ -302,13 +359,16 @@ class OtelTracer(BaseCallbackHandler):
                 if cls.agent_name is not None:
                     attrs[A.GEN_AI_AGENT_NAME] = cls.agent_name
             text = None
+            pending: list[tuple[str, Deferred, int | None]] = []
             if self.capture_content:
                 if parent is not None and inputs is parent.in_obj and parent.in_json is not None:
                     text = parent.in_json
                 else:
-                    text = self._content.value(inputs, parent.memo if parent else None)
-                attrs[A.INPUT] = text
-            run = self._open(run_id, cls.span_name, cls.kind, attrs, now, A.RUN_CHAIN, meta, parent)
+                    text = self._deferred(self._lazy(), self._content.value, inputs,
+                                          parent.memo if parent else None)
+                self._put(attrs, pending, A.INPUT, text)
+            run = self._open(run_id, cls.span_name, cls.kind, attrs, now, A.RUN_CHAIN, meta, parent,
+                             pending)
             run.compose = cls.compose
             if text is not None and (run.compose or type(inputs) is str):
                 run.in_obj = inputs
@@ -330,8 +390,12 @@ class OtelTracer(BaseCallbackHandler):
                     elif type(outputs) is str and outputs is run.in_obj:
                         text = run.in_json  # a string passed through unchanged
                     else:
-                        text = self._content.value(outputs, run.memo)
-                    self._end_attrs(run, {A.OUTPUT: text})
+                        text = self._deferred(self._lazy(), self._content.value, outputs,
+                                              run.memo)
+                    attrs: dict[str, Any] = {}
+                    pending: list[tuple[str, Deferred, int | None]] = []
+                    self._put(attrs, pending, A.OUTPUT, text)
+                    self._end_attrs(run, attrs, pending)
                     parent = run.parent
                     if parent is not None and (parent.compose or type(outputs) is str):
                         parent.out_obj = outputs
@@ -387,15 +451,14 @@ class OtelTracer(BaseCallbackHandler):
                 A.OP_CHAT, A.RUN_CHAT_MODEL, run_id, parent_run_id, tags, metadata, serialized,
                 kwargs,
             )
+            pending: list[tuple[str, Deferred, int | None]] = []
             if self.capture_content and messages:
-                inputs, system = self._content.chat_input(
-                    messages[0], parent.memo if parent is not None else None
-                )
-                attrs[A.GEN_AI_INPUT_MESSAGES] = inputs
-                if system is not None:
-                    attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = system
+                both = self._deferred(self._lazy(), self._content.chat_input, messages[0],
+                                      parent.memo if parent is not None else None)
+                self._put(attrs, pending, A.GEN_AI_INPUT_MESSAGES, both, 0)
+                self._put(attrs, pending, A.GEN_AI_SYSTEM_INSTRUCTIONS, both, 1)
             self._open(run_id, M.llm_span(A.OP_CHAT, model), M.LLM_KIND, attrs, now,
-                       A.RUN_CHAT_MODEL, meta, parent)
+                       A.RUN_CHAT_MODEL, meta, parent, pending)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_chat_model_start", exc)
             self._fallback(run_id, parent_run_id, A.RUN_CHAT_MODEL, kwargs.get("name"))
@@ -416,10 +479,12 @@ class OtelTracer(BaseCallbackHandler):
                 A.OP_TEXT_COMPLETION, A.RUN_LLM, run_id, parent_run_id, tags, metadata,
                 serialized, kwargs,
             )
+            pending: list[tuple[str, Deferred, int | None]] = []
             if self.capture_content and prompts:
-                attrs[A.GEN_AI_INPUT_MESSAGES] = self._content.prompts(prompts)
+                self._put(attrs, pending, A.GEN_AI_INPUT_MESSAGES,
+                          self._deferred(self._lazy(), self._content.prompts, prompts))
             self._open(run_id, M.llm_span(A.OP_TEXT_COMPLETION, model), M.LLM_KIND, attrs, now,
-                       A.RUN_LLM, meta, parent)
+                       A.RUN_LLM, meta, parent, pending)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_llm_start", exc)
             self._fallback(run_id, parent_run_id, A.RUN_LLM, kwargs.get("name"))
@@ -447,11 +512,11 @@ class OtelTracer(BaseCallbackHandler):
                     run.span.add_event(A.EVENT_FIRST_TOKEN, None, run.first_token_ns)
                 reasons: list[str | None] = []
                 generations = M.response_attributes(response, attrs, reasons)
+                pending: list[tuple[str, Deferred, int | None]] = []
                 if self.capture_content and generations:
-                    attrs[A.GEN_AI_OUTPUT_MESSAGES] = self._content.outputs(
-                        generations, reasons, run.memo
-                    )
-                self._end_attrs(run, attrs)
+                    self._put(attrs, pending, A.GEN_AI_OUTPUT_MESSAGES, self._deferred(
+                        self._lazy(), self._content.outputs, generations, reasons, run.memo))
+                self._end_attrs(run, attrs, pending)
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
@@ -484,12 +549,14 @@ class OtelTracer(BaseCallbackHandler):
                 run_id, parent_run_id, A.RUN_TOOL, name, tags, metadata, parent
             )
             M.tool_attributes(name, serialized, kwargs.get("tool_call_id"), self._ser, attrs)
+            pending: list[tuple[str, Deferred, int | None]] = []
             if self.capture_content:
-                text = self._ser.dumps(inputs if inputs is not None else input_str)
-                attrs[A.INPUT] = text
-                attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = text
+                text = self._deferred(self._lazy(), self._ser.dumps,
+                                      inputs if inputs is not None else input_str)
+                self._put(attrs, pending, A.INPUT, text)
+                self._put(attrs, pending, A.GEN_AI_TOOL_CALL_ARGUMENTS, text)
             self._open(run_id, "execute_tool " + name, M.TOOL_KIND, attrs, now,
-                       A.RUN_TOOL, meta, parent)
+                       A.RUN_TOOL, meta, parent, pending)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_tool_start", exc)
             self._fallback(run_id, parent_run_id, A.RUN_TOOL, kwargs.get("name"))
@@ -504,8 +571,12 @@ class OtelTracer(BaseCallbackHandler):
                 if self.capture_content:
                     # A ToolMessage's content is the result the model sees.
                     value = output.content if isinstance(output, ToolMessage) else output
-                    text = self._ser.dumps(value)
-                    self._end_attrs(run, {A.OUTPUT: text, A.GEN_AI_TOOL_CALL_RESULT: text})
+                    text = self._deferred(self._lazy(), self._ser.dumps, value)
+                    attrs = {}
+                    pending = []
+                    self._put(attrs, pending, A.OUTPUT, text)
+                    self._put(attrs, pending, A.GEN_AI_TOOL_CALL_RESULT, text)
+                    self._end_attrs(run, attrs, pending)
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
