@@ -1,4 +1,4 @@
-"""Content values serialized when the span is first read, not in the callback (pure, no OTel, no I/O).
+"""Content values serialized on the span's first read, not in the callback (pure, no OTel, no I/O).
 
 Why: turning LangChain inputs, messages and outputs into redacted JSON is the largest part of what
 ``OtelTracer`` costs the application thread (a few µs per value, six or more values per
@@ -105,7 +105,34 @@ class Deferred:
         return self._value
 
 
-def materialize(pending: list[tuple[str, Deferred, int | None]], attrs: dict[str, Any]) -> None:
+# What a callback hands to a span: (attribute key, deferred value, index into a pair or None).
+Pending = list[tuple[str, Deferred, "int | None"]]
+
+
+def capture(lazy: bool, fn: Callable[..., Any], value: Any, *rest: Any) -> Any:
+    """``fn(value, *rest)`` now, or (``lazy``) a ``Deferred`` of it over a snapshot of ``value``."""
+    if lazy:
+        copy = snapshot(value)
+        if copy is not NOT_SAFE:
+            return Deferred(fn, copy, *rest)
+    return fn(value, *rest)
+
+
+def put(attrs: dict[str, Any], pending: Pending, key: str, value: Any,
+        index: int | None = None) -> None:
+    """``attrs[key] = value`` (``value[index]`` for a pair), or queue a ``Deferred`` value.
+
+    A None value (for example no system instructions) writes no key.
+    """
+    if type(value) is Deferred:
+        pending.append((key, value, index))
+    elif index is None:
+        attrs[key] = value
+    elif value[index] is not None:
+        attrs[key] = value[index]
+
+
+def materialize(pending: Pending, attrs: dict[str, Any]) -> None:
     """Write each pending ``(key, deferred, index)`` into ``attrs`` (``index``: a tuple item).
 
     A None value (for example no system instructions) writes no key.

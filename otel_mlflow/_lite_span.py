@@ -1,4 +1,4 @@
-"""``LiteSpan``: the recording span ``OtelTracer`` uses when the SDK pipeline cannot tell the difference.
+"""``LiteSpan``: the recording span ``OtelTracer`` uses where the SDK pipeline sees no difference.
 
 Why: starting and ending one span through ``Tracer.start_span`` costs some 14-17 µs on this
 project's reference machine (sampler call, ``SpanContext`` checks, a ``_Span`` with its lock,
@@ -8,8 +8,8 @@ application thread. For the tracer's own spans most of that work provably change
 
 - the sampler is the SDK's ``ALWAYS_ON`` or the default ``ParentBased(ALWAYS_ON)``, whose decision
   is "record and sample" for a root or a sampled parent, with the parent's trace state;
-- every span processor's ``on_start`` and ``_on_ending`` are the SDK's no-ops (``BatchSpanProcessor``,
-  ``SimpleSpanProcessor`` or a processor that only overrides ``on_end``);
+- every span processor's ``on_start`` and ``_on_ending`` are the SDK's no-ops
+  (``BatchSpanProcessor``, ``SimpleSpanProcessor`` or a processor that only overrides ``on_end``);
 - the SDK's own span metrics are off (``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED`` unset) and the
   tracer is enabled;
 - there is no attribute value-length limit, and the tracer's values are already valid.
@@ -45,7 +45,7 @@ from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
-from otel_mlflow._deferred import Deferred, materialize
+from otel_mlflow._deferred import Pending, materialize
 
 try:
     from opentelemetry.attributes import _clean_attribute_value
@@ -89,10 +89,10 @@ class LiteSpan(trace_api.Span, ReadableSpan):
         # Popped by the one ``end`` that exports the span (list.pop is atomic under the GIL).
         self._live = [True]
         # Content the tracer deferred (``_deferred``): written on the first read of attributes.
-        self._pending: list[tuple[str, Deferred, int | None]] | None = None
+        self._pending: Pending | None = None
 
     # --- deferred content ---------------------------------------------------------------------
-    def defer(self, pending: list[tuple[str, Deferred, int | None]]) -> None:
+    def defer(self, pending: Pending) -> None:
         """Values to write into the attributes on their first read (the tracer's, before end)."""
         if self._pending is None:
             self._pending = pending

@@ -34,6 +34,7 @@ from opentelemetry.trace import get_current_span
 from opentelemetry.context import Context
 
 from otel_mlflow import _attributes as A
+from otel_mlflow._deferred import Pending, materialize
 from otel_mlflow._serialize import Serializer
 
 try:  # The SDK's types for the direct paths; without them they stay off.
@@ -208,6 +209,20 @@ class SpanOps:
             record_exception=False, set_status_on_exception=False,
         )
         return span, None
+
+    def hand_over(self, span: Span, pending: Pending,
+                  own: dict[str, Any] | None) -> None:
+        """Deferred content to a ``LiteSpan``; any other span gets the values computed now
+        (into ``own``, the span's attribute dict the tracer holds, else through ``set``)."""
+        if LiteSpan is not None and type(span) is LiteSpan:
+            span.defer(pending)
+        elif span.is_recording():
+            values: dict[str, Any] = {}
+            materialize(pending, values)
+            if own is not None:
+                own.update(values)
+            else:
+                self.set(span, values)
 
     @staticmethod
     def set(span: Span, attrs: dict[str, Any]) -> None:

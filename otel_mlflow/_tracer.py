@@ -1,12 +1,6 @@
 """``OtelTracer``: a LangChain callback handler that emits one OpenTelemetry span per run.
 
-Usage::
-
-    from opentelemetry.sdk.trace import TracerProvider
-    from otel_mlflow._tracer import OtelTracer
-
-    tracer = OtelTracer(TracerProvider(...))
-    chain.invoke(inputs, config={"callbacks": [tracer]})
+Usage: ``chain.invoke(inputs, config={"callbacks": [OtelTracer(provider)]})``.
 
 Design (why it looks like this):
 
@@ -26,21 +20,18 @@ Design (why it looks like this):
   chat span current around the provider call so HTTP client spans nest under it.
 - Every callback body is wrapped: a fault is reported through ``otel_mlflow._faults`` and never
   reaches LangChain or the app.
-- Content (messages, inputs/outputs, tool arguments/results, metadata values, error messages) is
-  captured by default and serialized once, for chain / chat / LLM / tool values lazily when the
-  span is a ``LiteSpan`` (``_deferred``: the containers copied in the callback, the JSON written
-  on the first read of the span's attributes) (``_content``: messages as JSON text directly, memoized
-  per trace; ``Serializer``: redaction + size cap). Objects a LangChain composition hands on
-  unchanged are serialized once for both spans.
-- Spans are started, annotated and failed through ``_span_ops`` (the SDK's per-value attribute
-  check is skipped where it provably changes nothing).
+- Content (messages, inputs/outputs, tool arguments/results, metadata, error messages) is captured
+  by default and serialized once (``_content``, ``Serializer``: redaction + size cap); objects a
+  composition hands on unchanged, once for both spans. On a ``LiteSpan`` chain / chat / LLM / tool
+  values are deferred (``_deferred``): containers copied now, JSON on the span's first read.
+- Spans are started, annotated and failed through ``_span_ops`` (``LiteSpan`` where the SDK
+  pipeline cannot tell the difference; no per-value attribute check where it changes nothing).
 
 Configuration, each resolved once here (argument > environment variable > default):
 
 - ``capture_content``: ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` > True
 - ``max_attribute_chars``: ``OTEL_MLFLOW_MAX_ATTRIBUTE_CHARS`` > 16384 (per JSON attribute)
-- ``defer_content``: ``OTEL_MLFLOW_DEFER_CONTENT`` > True (content JSON written when the span is
-  first read, on the exporter's thread with a ``BatchSpanProcessor``; see ``_deferred``)
+- ``defer_content``: ``OTEL_MLFLOW_DEFER_CONTENT`` > True (see ``_deferred``)
 - ``run_ttl_seconds``: ``OTEL_MLFLOW_RUN_TTL_SECONDS`` > 600
 - ``max_open_runs``: ``OTEL_MLFLOW_MAX_OPEN_RUNS`` > 10000
 - ``redact_keys`` / ``redact_patterns``: ``OTEL_MLFLOW_REDACT_KEYS`` / ``OTEL_MLFLOW_REDACT_PATTERNS``
@@ -68,12 +59,12 @@ from otel_mlflow import _mapping as M
 from otel_mlflow import _model_context
 from otel_mlflow import _span_ops
 from otel_mlflow._content import Content
-from otel_mlflow._deferred import NOT_SAFE, Deferred, snapshot
-from otel_mlflow._lite_span import LiteSpan
+from otel_mlflow._deferred import Pending, capture, put
 from otel_mlflow._faults import report
 from otel_mlflow._redact import Redactor
 from otel_mlflow._run_map import RunMap, RunState
 from otel_mlflow._serialize import Serializer
+from otel_mlflow._tracer_events import SpanEventCallbacks
 
 DEFAULT_RUN_TTL_SECONDS = 600.0
 DEFAULT_MAX_OPEN_RUNS = 10_000
@@ -84,7 +75,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0.0.0"
 
 
-class OtelTracer(BaseCallbackHandler):
+class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
     """LangChain callback handler emitting OpenTelemetry GenAI spans (see the module docstring)."""
 
     run_inline = True
@@ -167,25 +158,6 @@ class OtelTracer(BaseCallbackHandler):
         """Whether this callback's content may be deferred (see ``_deferred``)."""
         return self.defer_content and self._spans.lazy_ok()
 
-    @staticmethod
-    def _deferred(lazy: bool, fn: Callable[..., Any], value: Any, *rest: Any) -> str | Deferred:
-        """``fn(value, *rest)`` now, or a ``Deferred`` of it over a snapshot of ``value``."""
-        if lazy:
-            copy = snapshot(value)
-            if copy is not NOT_SAFE:
-                return Deferred(fn, copy, *rest)
-        return fn(value, *rest)
-
-    @staticmethod
-    def _put(attrs: dict[str, Any], pending: list[tuple[str, Deferred, int | None]], key: str,
-             value: Any, index: int | None = None) -> None:
-        if type(value) is Deferred:
-            pending.append((key, value, index))
-        elif index is None:
-            attrs[key] = value
-        elif value[index] is not None:
-            attrs[key] = value[index]
-
     def _open(
         self,
         run_id: UUID,
@@ -196,12 +168,12 @@ class OtelTracer(BaseCallbackHandler):
         run_type: str,
         meta: dict[str, Any] | None,
         parent: RunState | None,
-        pending: list[tuple[str, Deferred, int | None]] | None = None,
+        pending: Pending | None = None,
     ) -> RunState:
         span, own = self._spans.start(name, parent.ctx if parent is not None else None, kind,
                                       attrs, now)
         if pending:
-            self._hand_over(span, pending, own)
+            self._spans.hand_over(span, pending, own)
         run = RunState(span, span, None, now, run_type, meta, parent)
         run.rid = attrs[A.LC_RUN_ID]
         run.attrs = own
@@ -213,25 +185,11 @@ class OtelTracer(BaseCallbackHandler):
             self._abandon(old, error_type, now)
         return run
 
-    def _hand_over(self, span: Span, pending: list[tuple[str, Deferred, int | None]],
-                   own: dict[str, Any] | None) -> None:
-        """Deferred values to a ``LiteSpan``; any other span gets them computed now."""
-        if type(span) is LiteSpan:
-            span.defer(pending)
-        elif span.is_recording():
-            values: dict[str, Any] = {}
-            for key, deferred, index in pending:
-                self._put(values, [], key, deferred.get(), index)
-            if own is not None:
-                own.update(values)
-            else:
-                self._spans.set(span, values)
-
     def _end_attrs(self, run: RunState, attrs: dict[str, Any],
-                   pending: list[tuple[str, Deferred, int | None]] | None = None) -> None:
+                   pending: Pending | None = None) -> None:
         """A run's end values: into its span's own dict when the tracer holds it, else the SDK."""
         if pending:
-            self._hand_over(run.span, pending, run.attrs)  # type: ignore[arg-type]
+            self._spans.hand_over(run.span, pending, run.attrs)  # type: ignore[arg-type]
         if not attrs:
             return
         if run.attrs is not None:
@@ -359,14 +317,14 @@ class OtelTracer(BaseCallbackHandler):
                 if cls.agent_name is not None:
                     attrs[A.GEN_AI_AGENT_NAME] = cls.agent_name
             text = None
-            pending: list[tuple[str, Deferred, int | None]] = []
+            pending: Pending = []
             if self.capture_content:
                 if parent is not None and inputs is parent.in_obj and parent.in_json is not None:
                     text = parent.in_json
                 else:
-                    text = self._deferred(self._lazy(), self._content.value, inputs,
+                    text = capture(self._lazy(), self._content.value, inputs,
                                           parent.memo if parent else None)
-                self._put(attrs, pending, A.INPUT, text)
+                put(attrs, pending, A.INPUT, text)
             run = self._open(run_id, cls.span_name, cls.kind, attrs, now, A.RUN_CHAIN, meta, parent,
                              pending)
             run.compose = cls.compose
@@ -390,11 +348,11 @@ class OtelTracer(BaseCallbackHandler):
                     elif type(outputs) is str and outputs is run.in_obj:
                         text = run.in_json  # a string passed through unchanged
                     else:
-                        text = self._deferred(self._lazy(), self._content.value, outputs,
+                        text = capture(self._lazy(), self._content.value, outputs,
                                               run.memo)
                     attrs: dict[str, Any] = {}
-                    pending: list[tuple[str, Deferred, int | None]] = []
-                    self._put(attrs, pending, A.OUTPUT, text)
+                    pending: Pending = []
+                    put(attrs, pending, A.OUTPUT, text)
                     self._end_attrs(run, attrs, pending)
                     parent = run.parent
                     if parent is not None and (parent.compose or type(outputs) is str):
@@ -451,12 +409,12 @@ class OtelTracer(BaseCallbackHandler):
                 A.OP_CHAT, A.RUN_CHAT_MODEL, run_id, parent_run_id, tags, metadata, serialized,
                 kwargs,
             )
-            pending: list[tuple[str, Deferred, int | None]] = []
+            pending: Pending = []
             if self.capture_content and messages:
-                both = self._deferred(self._lazy(), self._content.chat_input, messages[0],
+                both = capture(self._lazy(), self._content.chat_input, messages[0],
                                       parent.memo if parent is not None else None)
-                self._put(attrs, pending, A.GEN_AI_INPUT_MESSAGES, both, 0)
-                self._put(attrs, pending, A.GEN_AI_SYSTEM_INSTRUCTIONS, both, 1)
+                put(attrs, pending, A.GEN_AI_INPUT_MESSAGES, both, 0)
+                put(attrs, pending, A.GEN_AI_SYSTEM_INSTRUCTIONS, both, 1)
             self._open(run_id, M.llm_span(A.OP_CHAT, model), M.LLM_KIND, attrs, now,
                        A.RUN_CHAT_MODEL, meta, parent, pending)
         except Exception as exc:  # noqa: BLE001
@@ -479,10 +437,10 @@ class OtelTracer(BaseCallbackHandler):
                 A.OP_TEXT_COMPLETION, A.RUN_LLM, run_id, parent_run_id, tags, metadata,
                 serialized, kwargs,
             )
-            pending: list[tuple[str, Deferred, int | None]] = []
+            pending: Pending = []
             if self.capture_content and prompts:
-                self._put(attrs, pending, A.GEN_AI_INPUT_MESSAGES,
-                          self._deferred(self._lazy(), self._content.prompts, prompts))
+                put(attrs, pending, A.GEN_AI_INPUT_MESSAGES,
+                          capture(self._lazy(), self._content.prompts, prompts))
             self._open(run_id, M.llm_span(A.OP_TEXT_COMPLETION, model), M.LLM_KIND, attrs, now,
                        A.RUN_LLM, meta, parent, pending)
         except Exception as exc:  # noqa: BLE001
@@ -512,9 +470,9 @@ class OtelTracer(BaseCallbackHandler):
                     run.span.add_event(A.EVENT_FIRST_TOKEN, None, run.first_token_ns)
                 reasons: list[str | None] = []
                 generations = M.response_attributes(response, attrs, reasons)
-                pending: list[tuple[str, Deferred, int | None]] = []
+                pending: Pending = []
                 if self.capture_content and generations:
-                    self._put(attrs, pending, A.GEN_AI_OUTPUT_MESSAGES, self._deferred(
+                    put(attrs, pending, A.GEN_AI_OUTPUT_MESSAGES, capture(
                         self._lazy(), self._content.outputs, generations, reasons, run.memo))
                 self._end_attrs(run, attrs, pending)
             finally:
@@ -549,12 +507,12 @@ class OtelTracer(BaseCallbackHandler):
                 run_id, parent_run_id, A.RUN_TOOL, name, tags, metadata, parent
             )
             M.tool_attributes(name, serialized, kwargs.get("tool_call_id"), self._ser, attrs)
-            pending: list[tuple[str, Deferred, int | None]] = []
+            pending: Pending = []
             if self.capture_content:
-                text = self._deferred(self._lazy(), self._ser.dumps,
+                text = capture(self._lazy(), self._ser.dumps,
                                       inputs if inputs is not None else input_str)
-                self._put(attrs, pending, A.INPUT, text)
-                self._put(attrs, pending, A.GEN_AI_TOOL_CALL_ARGUMENTS, text)
+                put(attrs, pending, A.INPUT, text)
+                put(attrs, pending, A.GEN_AI_TOOL_CALL_ARGUMENTS, text)
             self._open(run_id, "execute_tool " + name, M.TOOL_KIND, attrs, now,
                        A.RUN_TOOL, meta, parent, pending)
         except Exception as exc:  # noqa: BLE001
@@ -571,11 +529,11 @@ class OtelTracer(BaseCallbackHandler):
                 if self.capture_content:
                     # A ToolMessage's content is the result the model sees.
                     value = output.content if isinstance(output, ToolMessage) else output
-                    text = self._deferred(self._lazy(), self._ser.dumps, value)
+                    text = capture(self._lazy(), self._ser.dumps, value)
                     attrs = {}
                     pending = []
-                    self._put(attrs, pending, A.OUTPUT, text)
-                    self._put(attrs, pending, A.GEN_AI_TOOL_CALL_RESULT, text)
+                    put(attrs, pending, A.OUTPUT, text)
+                    put(attrs, pending, A.GEN_AI_TOOL_CALL_RESULT, text)
                     self._end_attrs(run, attrs, pending)
             finally:
                 run.span.end(end_time=now)
@@ -636,34 +594,3 @@ class OtelTracer(BaseCallbackHandler):
             self._fail(run_id, error)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_retriever_error", exc)
-
-    # --- events ---------------------------------------------------------------------------
-    def _event(self, run_id: UUID, name: str, attrs: dict[str, Any]) -> None:
-        run = self._runs.get(run_id)
-        span = run.anchor if run is not None else None
-        if span is not None:
-            span.add_event(name, attrs, time.time_ns())
-
-    def on_agent_action(self, action: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        try:
-            ser = self._content_ser
-            self._event(run_id, A.EVENT_AGENT_ACTION, M.agent_action_attributes(action, ser))
-        except Exception as exc:  # noqa: BLE001
-            report("tracer.on_agent_action", exc)
-
-    def on_agent_finish(self, finish: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        try:
-            ser = self._content_ser
-            self._event(run_id, A.EVENT_AGENT_FINISH, M.agent_finish_attributes(finish, ser))
-        except Exception as exc:  # noqa: BLE001
-            report("tracer.on_agent_finish", exc)
-
-    def on_retry(self, retry_state: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        try:
-            ser = self._content_ser
-            self._event(run_id, A.EVENT_RETRY, M.retry_attributes(retry_state, ser))
-        except Exception as exc:  # noqa: BLE001
-            report("tracer.on_retry", exc)
-
-    def on_text(self, text: str, **kwargs: Any) -> None:
-        """Ignored: verbose-mode text adds nothing the spans do not already hold."""
