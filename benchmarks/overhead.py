@@ -273,12 +273,13 @@ def profile(case: str, workload: str, n: int) -> None:
 _SHARE_ROWS = (
     ("sdk_start", "OTel SDK `start_span` (sampler, span object, processors' on_start)"),
     ("sdk_other", "OTel SDK `end`, events, context (incl. the model-call context attach)"),
-    ("content", "content JSON (`_content`, `Serializer`, `_json_text`, `_redact`, `_messages`)"),
+    ("content", "content capture (`_deferred` snapshots; eager JSON: `_content`, `Serializer`, "
+                "`_redact`)"),
     ("mapping", "`_mapping` (classification, request / response / tool attributes)"),
-    ("span_ops", "`_span_ops` (direct attribute writes, error facts)"),
+    ("span_ops", "span start / end of `LiteSpan` (`_span_ops`, `_lite_span`)"),
     ("bookkeeping", "tracer bookkeeping (`_tracer`, `_run_map`: parents, run state, locks)"),
 )
-_CONTENT_MODULES = ("_content", "_serialize", "_json_text", "_redact", "_messages")
+_CONTENT_MODULES = ("_content", "_serialize", "_json_text", "_redact", "_messages", "_deferred")
 
 
 def _share_category(filename: str) -> str | None:
@@ -290,7 +291,7 @@ def _share_category(filename: str) -> str | None:
             return "content"
         if module == "_mapping":
             return "mapping"
-        if module == "_span_ops":
+        if module in ("_span_ops", "_lite_span"):
             return "span_ops"
         if module == "_model_context":
             return "sdk_other"

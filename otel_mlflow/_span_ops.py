@@ -93,7 +93,8 @@ def _attribute_blind(sampler: Any) -> bool:
 class SpanOps:
     """Span start / attribute writes for one OTel tracer (see the module docstring)."""
 
-    __slots__ = ("_tracer", "_blind", "_multi", "_seen", "_quiet", "_silent", "_lite", "_ids")
+    __slots__ = ("_tracer", "_blind", "_multi", "_seen", "_quiet", "_silent", "_lite", "_ids",
+                 "_no_value_cap")
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
@@ -116,6 +117,9 @@ class SpanOps:
             and hasattr(tracer, "_instrumentation_scope")
         )
         self._ids = getattr(tracer, "id_generator", None)
+        # Span limits are fixed when the provider is built.
+        limits = getattr(tracer, "_span_limits", None)
+        self._no_value_cap = getattr(limits, "max_span_attribute_length", 0) is None
 
     def _quiet_start(self) -> bool:
         """True when no span processor's ``on_start`` can look at a new span's attributes."""
@@ -140,7 +144,7 @@ class SpanOps:
         if not (self._lite and self._multi is not None and self._quiet_start() and self._silent):
             return False
         tracer: Any = self._tracer
-        return tracer._span_limits.max_span_attribute_length is None and tracer._is_enabled()
+        return self._no_value_cap and tracer._is_enabled()
 
     def _start_lite(self, name: str, ctx: Context | None, kind: SpanKind,
                     attrs: dict[str, Any], now: int) -> Span | None:
@@ -150,7 +154,7 @@ class SpanOps:
         maxlen = limits.max_span_attributes
         if (
             not self._silent
-            or limits.max_span_attribute_length is not None
+            or not self._no_value_cap
             or (maxlen is not None and len(attrs) + END_ROOM > maxlen)
             or not tracer._is_enabled()
         ):
