@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 UNSET = Status(StatusCode.UNSET)
 # Serializes the writing of deferred content (readers run on exporter threads; rare contention).
 _MATERIALIZE = threading.Lock()
+# Held for a few instructions by ``end`` (decide which caller ends the span).
+_END = threading.Lock()
 
 
 class LiteSpan(trace_api.Span, ReadableSpan):
@@ -66,6 +68,14 @@ class LiteSpan(trace_api.Span, ReadableSpan):
     ``attributes`` is the dict the span keeps; the tracer that created the span may add its own,
     already valid values to it until it ends the span.
     """
+
+    # Defaults read from the class until a span sets its own (fewer per-span fields).
+    _events: Sequence[Event] = ()
+    _links: Sequence[trace_api.Link] = ()
+    _status = UNSET
+    _end_time: int | None = None
+    # Content the tracer deferred (``_deferred``): written on the first read of attributes.
+    _pending: Pending | None = None
 
     def __init__(self, tracer: Any, name: str, context: SpanContext,
                  parent: SpanContext | None, kind: SpanKind, attributes: dict[str, Any],
@@ -77,19 +87,21 @@ class LiteSpan(trace_api.Span, ReadableSpan):
         self._parent = parent
         self._kind = kind
         self._attributes = attributes
-        self._events: Sequence[Event] = ()
-        self._links: Sequence[trace_api.Link] = ()
-        self._status = UNSET
         self._start_time = start_time
-        self._end_time: int | None = None
-        self._resource = tracer.resource
-        self._instrumentation_info = tracer.instrumentation_info
-        self._instrumentation_scope = tracer._instrumentation_scope
         self._tracer = tracer
-        # Popped by the one ``end`` that exports the span (list.pop is atomic under the GIL).
-        self._live = [True]
-        # Content the tracer deferred (``_deferred``): written on the first read of attributes.
-        self._pending: Pending | None = None
+
+    # The tracer's, read when an exporter asks (``ReadableSpan.resource`` etc. read these).
+    @property
+    def _resource(self) -> Any:  # type: ignore[override]
+        return self._tracer.resource
+
+    @property
+    def _instrumentation_info(self) -> Any:  # type: ignore[override]
+        return self._tracer.instrumentation_info
+
+    @property
+    def _instrumentation_scope(self) -> Any:  # type: ignore[override]
+        return self._tracer._instrumentation_scope
 
     # --- deferred content ---------------------------------------------------------------------
     def defer(self, pending: Pending) -> None:
@@ -220,12 +232,11 @@ class LiteSpan(trace_api.Span, ReadableSpan):
         self.add_event("exception", event, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
-        try:
-            self._live.pop()
-        except IndexError:
-            logger.warning("Calling end() on an ended span.")
-            return
-        self._end_time = end_time if end_time is not None else time_ns()
+        with _END:  # one ``end`` exports the span, whichever thread gets here first
+            if self._end_time is not None:
+                logger.warning("Calling end() on an ended span.")
+                return
+            self._end_time = end_time if end_time is not None else time_ns()
         maxlen = self._tracer._span_limits.max_span_attributes
         if maxlen is not None and len(self._attributes) + len(self._pending or ()) > maxlen:
             self._materialize()

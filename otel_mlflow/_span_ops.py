@@ -30,6 +30,7 @@ import traceback
 from typing import Any
 
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
+from opentelemetry.trace import TraceState
 from opentelemetry.trace import get_current_span
 from opentelemetry.context import Context
 
@@ -72,6 +73,9 @@ except ImportError:  # pragma: no cover - SDK internals moved: public API only
     _ALWAYS_ON = None
     _LITE_SAMPLERS = ()
 
+_NO_STATE = TraceState.get_default()
+_MAX_TRACE_ID = 2**128 - 1
+_MAX_SPAN_ID = 2**64 - 1
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 
@@ -173,7 +177,12 @@ class SpanOps:
             trace_id = parent.trace_id
             flags = _SAMPLED_RANDOM if parent_flags.random_trace_id else _SAMPLED
             state = parent.trace_state
-        context = SpanContext(trace_id, ids.generate_span_id(), False, flags, state)
+        span_id = ids.generate_span_id()
+        # ``SpanContext(trace_id, span_id, False, flags, state)``, without its argument checks.
+        context = tuple.__new__(SpanContext, (
+            trace_id, span_id, False, flags, _NO_STATE if state is None else state,
+            0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID,
+        ))
         return LiteSpan(tracer, name, context, parent, kind, attrs, now)
 
     def start(self, name: str, ctx: Context | None, kind: SpanKind, attrs: dict[str, Any],
