@@ -82,40 +82,59 @@ def snapshot(value: Any, depth: int = 0) -> Any:
 
 
 class Deferred:
-    """``fn(*args)``, computed on first ``get`` and kept."""
+    """``fn(*args)`` (at most three arguments), computed on first ``get`` and kept.
 
-    __slots__ = ("_fn", "_args", "_value", "_done")
+    The arguments sit in fields rather than a tuple: a pending value lives until an exporter reads
+    the span, and every extra container the garbage collector must traverse meanwhile costs the
+    application thread.
+    """
 
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+    __slots__ = ("_fn", "_a", "_b", "_c", "_n", "_value")
+
+    def __init__(self, fn: Callable[..., Any], a: Any, b: Any = None, c: Any = None,
+                 n: int = 1) -> None:
         self._fn = fn
-        self._args = args
+        self._a = a
+        self._b = b
+        self._c = c
+        self._n = n  # how many of a, b, c ``fn`` takes; -1 once computed
         self._value: Any = None
-        self._done = False
 
     def get(self) -> Any:
-        if not self._done:
+        n = self._n
+        if n >= 0:
             try:
-                value = self._fn(*self._args)
+                if n == 1:
+                    value = self._fn(self._a)
+                elif n == 2:
+                    value = self._fn(self._a, self._b)
+                else:
+                    value = self._fn(self._a, self._b, self._c)
             except Exception as exc:  # noqa: BLE001 - a reader (an exporter) must not fail
                 report("tracer.deferred_content", exc)
                 value = encode({TRUNCATED_KEY: True, "error": type(exc).__name__})
             self._value = value
-            self._done = True
-            self._args = ()  # drop the references to the app's objects
+            self._n = -1
+            self._fn = self._a = self._b = self._c = None  # drop the app's objects
         return self._value
 
 
-# What a callback hands to a span: (attribute key, deferred value, index into a pair or None).
-Pending = list[tuple[str, Deferred, "int | None"]]
+# What a callback hands to a span, flat: attribute key, deferred value, index into a pair or
+# None; repeated (no tuple per entry: see ``Deferred``).
+Pending = list[Any]
 
 
-def capture(lazy: bool, fn: Callable[..., Any], value: Any, *rest: Any) -> Any:
-    """``fn(value, *rest)`` now, or (``lazy``) a ``Deferred`` of it over a snapshot of ``value``."""
+def capture(lazy: bool, fn: Callable[..., Any], value: Any, b: Any = None, c: Any = None,
+            n: int = 1) -> Any:
+    """``fn(value[, b[, c]])`` (``n`` arguments) now, or (``lazy``) a ``Deferred`` of it over a
+    snapshot of ``value``."""
     if lazy:
         copy = snapshot(value)
         if copy is not NOT_SAFE:
-            return Deferred(fn, copy, *rest)
-    return fn(value, *rest)
+            return Deferred(fn, copy, b, c, n)
+    if n == 1:
+        return fn(value)
+    return fn(value, b) if n == 2 else fn(value, b, c)
 
 
 def put(attrs: dict[str, Any], pending: Pending, key: str, value: Any,
@@ -125,7 +144,7 @@ def put(attrs: dict[str, Any], pending: Pending, key: str, value: Any,
     A None value (for example no system instructions) writes no key.
     """
     if type(value) is Deferred:
-        pending.append((key, value, index))
+        pending += key, value, index
     elif index is None:
         attrs[key] = value
     elif value[index] is not None:
@@ -133,11 +152,12 @@ def put(attrs: dict[str, Any], pending: Pending, key: str, value: Any,
 
 
 def materialize(pending: Pending, attrs: dict[str, Any]) -> None:
-    """Write each pending ``(key, deferred, index)`` into ``attrs`` (``index``: a tuple item).
+    """Write each pending ``key, deferred, index`` into ``attrs`` (``index``: a tuple item).
 
     A None value (for example no system instructions) writes no key.
     """
-    for key, deferred, index in pending:
+    for at in range(0, len(pending) - 2, 3):
+        key, deferred, index = pending[at], pending[at + 1], pending[at + 2]
         value = deferred.get()
         if index is not None:
             value = value[index] if isinstance(value, tuple) else None

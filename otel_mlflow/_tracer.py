@@ -323,7 +323,7 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
                     text = parent.in_json
                 else:
                     text = capture(self._lazy(), self._content.value, inputs,
-                                          parent.memo if parent else None)
+                                   parent.memo if parent else None, None, 2)
                 put(attrs, pending, A.INPUT, text)
             run = self._open(run_id, cls.span_name, cls.kind, attrs, now, A.RUN_CHAIN, meta, parent,
                              pending)
@@ -349,7 +349,7 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
                         text = run.in_json  # a string passed through unchanged
                     else:
                         text = capture(self._lazy(), self._content.value, outputs,
-                                              run.memo)
+                                       run.memo, None, 2)
                     attrs: dict[str, Any] = {}
                     pending: Pending = []
                     put(attrs, pending, A.OUTPUT, text)
@@ -412,7 +412,7 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
             pending: Pending = []
             if self.capture_content and messages:
                 both = capture(self._lazy(), self._content.chat_input, messages[0],
-                                      parent.memo if parent is not None else None)
+                               parent.memo if parent is not None else None, None, 2)
                 put(attrs, pending, A.GEN_AI_INPUT_MESSAGES, both, 0)
                 put(attrs, pending, A.GEN_AI_SYSTEM_INSTRUCTIONS, both, 1)
             self._open(run_id, M.llm_span(A.OP_CHAT, model), M.LLM_KIND, attrs, now,
@@ -473,7 +473,7 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
                 pending: Pending = []
                 if self.capture_content and generations:
                     put(attrs, pending, A.GEN_AI_OUTPUT_MESSAGES, capture(
-                        self._lazy(), self._content.outputs, generations, reasons, run.memo))
+                        self._lazy(), self._content.outputs, generations, reasons, run.memo, 3))
                 self._end_attrs(run, attrs, pending)
             finally:
                 run.span.end(end_time=now)
