@@ -21,6 +21,11 @@ This reads private SDK fields (``_Span``, ``Span._attributes``, ``BoundedAttribu
 is guarded: if a field is missing or has another type (another SDK version, another SDK
 altogether), the public API is used, so a change in the SDK costs speed, never correctness.
 
+Before either: where the whole SDK pipeline provably cannot tell the difference, ``start`` makes
+a ``LiteSpan`` instead of an SDK span (``_lite_span`` says when and why), and ``lazy_ok`` tells the
+tracer it may defer content to the span's first read (``_deferred``); ``hand_over`` gives a span
+its deferred values (computed at once for any span that is not a ``LiteSpan``).
+
 Also here: the error facts of a failed run (``fail``) and ending a run the tracer had to abandon.
 """
 
