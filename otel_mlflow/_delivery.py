@@ -79,6 +79,8 @@ from otel_mlflow._delivery_policy import (
     write_with_attempt,
 )
 from otel_mlflow._delivery_policy import short as _short
+from otel_mlflow._delivery_supervisor import PROBE_FIRST_SECONDS as _PROBE_FIRST_SECONDS
+from otel_mlflow._delivery_supervisor import Supervisor
 from otel_mlflow._spool import REJECTED_DIR, Spool
 
 __all__ = [
@@ -98,10 +100,9 @@ DEFAULT_ERROR_ATTEMPTS = 3
 DEFAULT_ERROR_BACKOFF_SECONDS = 2.0
 _BACKOFF_BASE_SECONDS = 0.25
 _BACKOFF_CAP_SECONDS = 8.0
-_PROBE_FIRST_SECONDS = 0.5
 
 
-class Delivery:
+class Delivery(Supervisor):
     """Writes records to MLflow off the caller's thread; never raises; see the module doc."""
 
     def __init__(
@@ -454,29 +455,6 @@ class Delivery:
             self.stats["errors"] += 1
         return self._errors.note(name)
 
-    def _entry_failed_with_error(self, entry: Any, exc: BaseException) -> None:
-        """Release the entry for a later pass, or move it to ``rejected/`` when its unexpected-
-        error attempts are used up (the first one was the worker's own write)."""
-        assert self._spool is not None
-        _faults.report("delivery.replay", exc)
-        failures = self._note_error(entry.name)
-        if failures >= self._error_attempts:
-            self._errors.forget(entry.name)
-            with self._lock:
-                self.stats["rejected"] += 1
-            self._spool.reject(
-                entry, f"{_short(exc)}; failed {failures} times with an unexpected error"
-            )
-        else:
-            self._spool.release(entry)
-
-    def _entry_written(self, entry: Any) -> None:
-        assert self._spool is not None
-        self._spool.remove(entry)
-        self._errors.forget(entry.name)
-        with self._lock:
-            self.stats["replayed"] += 1
-
     def _note_failure(self, exc: BaseException) -> None:
         with self._lock:
             self._consecutive_failures += 1
@@ -533,135 +511,4 @@ class Delivery:
         with self._idle:
             self._pending = max(self._pending - 1, 0)
             if self._pending == 0:
-                self._idle.notify_all()
-
-    # --- supervisor: probe while open, replay after recovery ---------------------------------
-    def _supervisor_main(self) -> None:
-        suppress_instrumentation()
-        interval = _PROBE_FIRST_SECONDS
-        while not self._stop.is_set():
-            if self._circuit_open:
-                self._wake.wait(random.uniform(interval / 2, interval))
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-                ok = self._probe_once()
-                with self._lock:
-                    self._probes += 1
-                    self._idle.notify_all()
-                if ok:
-                    interval = _PROBE_FIRST_SECONDS
-                    self._close_circuit()
-                else:
-                    interval = min(interval * 2, self._probe_max)
-                continue
-            if self._replay_wanted and self._spool is not None:
-                self._replay_pass()
-                continue
-            if self._spool is not None and self._errors.any_due(self._spool.has_entry):
-                with self._lock:
-                    self._replay_wanted = True
-                continue
-            self._check_stall()
-            self._wake.wait(0.5)
-            self._wake.clear()
-
-    def _check_stall(self) -> None:
-        """Open the circuit when a write has hung for ``stall_seconds``.
-
-        MLflow's own HTTP client retries a refused connection for minutes before it raises, so an
-        outage may show up as hanging writes, not as errors. Opening the circuit sends new
-        records (and the queued ones) to the spool, durable, instead of waiting in memory.
-        """
-        with self._lock:
-            if self._circuit_open or not self._inflight:
-                return
-            oldest = min(started for _, started in self._inflight.values())
-        hung = time.monotonic() - oldest
-        if hung >= self._stall:
-            self._open_circuit(TimeoutError(f"no answer from MLflow for {hung:.0f} s"))
-
-    def _drain_queue_to_spool(self) -> None:
-        while True:
-            try:
-                record = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            self._spool_record(record, None)
-            self._done_one()
-
-    def _probe_now(self, deadline: float) -> bool:
-        """Ask the supervisor for a probe now; True when the circuit closed before ``deadline``."""
-        with self._idle:
-            seen = self._probes
-            self._wake.set()
-            while self._probes == seen and self._circuit_open:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(min(left, 0.1))
-        return not self._circuit_open
-
-    def _probe_once(self) -> bool:
-        try:
-            if self._probe is not None:
-                self._probe()
-                return True
-            if self._spool is None:
-                return True  # nothing to probe with; new records will test the way
-            self._spool.recover()
-            entry = self._spool.claim_next(self._errors.waiting())
-            if entry is None:
-                return True
-            try:
-                self._call_write(entry.record, 1)
-            except Exception as exc:  # noqa: BLE001 - classified below
-                kind = classify_error(exc)
-                if kind is ErrorKind.REJECTED:
-                    self._spool.reject(entry, _short(exc))
-                    return True  # MLflow answered: it is up
-                if kind is ErrorKind.ERROR:
-                    # Not an outage (a bug or a bad record): do not keep the circuit open on it.
-                    self._entry_failed_with_error(entry, exc)
-                    return True
-                self._spool.release(entry)
-                raise
-            self._entry_written(entry)
-            return True
-        except Exception as exc:  # noqa: BLE001 - a failed probe keeps the circuit open
-            _logger.debug("otel_mlflow: MLflow probe failed: %s", _short(exc))
-            return False
-
-    def _replay_pass(self) -> None:
-        spool = self._spool
-        assert spool is not None
-        with self._lock:
-            self._replaying = True
-            self._replay_wanted = False
-        skip = self._errors.waiting()
-        spool.recover()  # entries claimed by processes that died since
-        try:
-            while not self._stop.is_set() and not self._circuit_open:
-                entry = spool.claim_next(skip)
-                if entry is None:
-                    break
-                try:
-                    self._call_write(entry.record, 1)
-                except Exception as exc:  # noqa: BLE001 - classified below
-                    kind = classify_error(exc)
-                    if kind is ErrorKind.REJECTED:
-                        spool.reject(entry, _short(exc))
-                        continue
-                    skip.add(entry.name)
-                    if kind is ErrorKind.ERROR:
-                        self._entry_failed_with_error(entry, exc)
-                        continue
-                    spool.release(entry)
-                    self._open_circuit(exc, log=kind is ErrorKind.TRANSIENT)
-                    break
-                self._entry_written(entry)
-        finally:
-            with self._idle:
-                self._replaying = False
-                self._passes_done += 1
                 self._idle.notify_all()
