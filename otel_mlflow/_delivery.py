@@ -283,15 +283,7 @@ class Delivery(Supervisor):
             _faults.report("delivery.shutdown", exc)
         self._stop.set()
         self._wake.set()
-        leftovers = 0
-        while True:
-            try:
-                record = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            self._spool_record(record, None)
-            self._done_one()
-            leftovers += 1
+        leftovers = self._drain_queue_to_spool()
         with self._lock:
             stuck = list(self._inflight.items())
             self._inflight.clear()  # taken over: the workers no longer spool these

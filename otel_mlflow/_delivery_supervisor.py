@@ -128,14 +128,17 @@ class Supervisor:
         if hung >= self._stall:
             self._open_circuit(TimeoutError(f"no answer from MLflow for {hung:.0f} s"))
 
-    def _drain_queue_to_spool(self) -> None:
+    def _drain_queue_to_spool(self) -> int:
+        """Spool every queued record (the circuit opened, or shutdown); how many there were."""
+        count = 0
         while True:
             try:
                 record = self._queue.get_nowait()
             except queue.Empty:
-                return
+                return count
             self._spool_record(record, None)
             self._done_one()
+            count += 1
 
     def _probe_now(self, deadline: float) -> bool:
         """Ask the supervisor for a probe now; True when the circuit closed before ``deadline``."""
