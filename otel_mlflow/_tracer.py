@@ -440,7 +440,7 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
             pending: Pending = []
             if self.capture_content and prompts:
                 put(attrs, pending, A.GEN_AI_INPUT_MESSAGES,
-                          capture(self._lazy(), self._content.prompts, prompts))
+                    capture(self._lazy(), self._content.prompts, prompts))
             self._open(run_id, M.llm_span(A.OP_TEXT_COMPLETION, model), M.LLM_KIND, attrs, now,
                        A.RUN_LLM, meta, parent, pending)
         except Exception as exc:  # noqa: BLE001
@@ -510,7 +510,7 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
             pending: Pending = []
             if self.capture_content:
                 text = capture(self._lazy(), self._ser.dumps,
-                                      inputs if inputs is not None else input_str)
+                               inputs if inputs is not None else input_str)
                 put(attrs, pending, A.INPUT, text)
                 put(attrs, pending, A.GEN_AI_TOOL_CALL_ARGUMENTS, text)
             self._open(run_id, "execute_tool " + name, M.TOOL_KIND, attrs, now,
