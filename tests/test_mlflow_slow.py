@@ -2,7 +2,7 @@
 proxy in front of the real server) or down (nothing listening) stays within noise of MLflow up.
 
 This guards blocking, not speed: medians are compared with a generous bound (1.5x + 20 ms), and
-no single invoke may come near the proxy's 2 s delay. ``SimpleSpanProcessor`` is used on purpose:
+no single invoke may reach the proxy's 2 s delay. ``SimpleSpanProcessor`` is used on purpose:
 it calls ``export()`` on the app's thread, the strictest case for the exporter.
 MLflow's own HTTP retry settings are left at their defaults here (7 retries with backoff: a
 refused connection hangs a write for minutes), and ``force_flush`` / ``shutdown`` must still
@@ -84,7 +84,9 @@ def test_invoke_latency_does_not_depend_on_mlflow(
     )
     assert m_slow < 1.5 * m_up + 0.020
     assert m_down < 1.5 * m_up + 0.020
-    assert max(slow) < 1.0 and max(down) < 1.0  # never waited for a 2 s request or a retry
+    # Never waited for a 2 s request or a retry: either would take 2 s or more. (A single invoke
+    # has been seen at 1.07 s on a loaded 2-core CI machine: a pause that is not MLflow's.)
+    assert max(slow) < 1.9 and max(down) < 1.9
     # shutdown drains within its bound even when MLflow is slow or gone
     assert shutdown_slow < 5.0 and shutdown_down < 5.0  # 2 s bound + thread joins
     assert flushed_down is False and flush_down < 5.0
