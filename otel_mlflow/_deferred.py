@@ -137,6 +137,16 @@ def capture(lazy: bool, fn: Callable[..., Any], value: Any, b: Any = None, c: An
     return fn(value, b) if n == 2 else fn(value, b, c)
 
 
+def _pick(value: Any, index: int | None) -> Any:
+    """``value``, or item ``index`` of a pair; an error marker standing in for a whole pair goes
+    on the pair's first key (the input messages), so the fault stays visible."""
+    if index is None:
+        return value
+    if isinstance(value, tuple):
+        return value[index]
+    return value if index == 0 else None
+
+
 def put(attrs: dict[str, Any], pending: Pending, key: str, value: Any,
         index: int | None = None) -> None:
     """``attrs[key] = value`` (``value[index]`` for a pair), or queue a ``Deferred`` value.
@@ -145,21 +155,15 @@ def put(attrs: dict[str, Any], pending: Pending, key: str, value: Any,
     """
     if type(value) is Deferred:
         pending += key, value, index
-    elif index is None:
+        return
+    value = _pick(value, index)
+    if value is not None:
         attrs[key] = value
-    elif value[index] is not None:
-        attrs[key] = value[index]
 
 
 def materialize(pending: Pending, attrs: dict[str, Any]) -> None:
-    """Write each pending ``key, deferred, index`` into ``attrs`` (``index``: a tuple item).
-
-    A None value (for example no system instructions) writes no key.
-    """
+    """Write each pending ``key, deferred, index`` into ``attrs`` (as ``put`` would, computed)."""
     for at in range(0, len(pending) - 2, 3):
-        key, deferred, index = pending[at], pending[at + 1], pending[at + 2]
-        value = deferred.get()
-        if index is not None:
-            value = value[index] if isinstance(value, tuple) else None
+        value = _pick(pending[at + 1].get(), pending[at + 2])
         if value is not None:
-            attrs[key] = value
+            attrs[pending[at]] = value

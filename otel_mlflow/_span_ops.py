@@ -157,16 +157,14 @@ class SpanOps:
 
     def _start_lite(self, name: str, ctx: Context | None, kind: SpanKind,
                     attrs: dict[str, Any], now: int) -> Span | None:
-        """A ``LiteSpan`` exactly where ``start_span`` would make an equivalent span, else None."""
+        """A ``LiteSpan`` exactly where ``start_span`` would make an equivalent span, else None.
+
+        The caller has checked ``lazy_ok``; left here: room under the attribute count limit and
+        the parent's sampling decision.
+        """
         tracer: Any = self._tracer
-        limits = tracer._span_limits
-        maxlen = limits.max_span_attributes
-        if (
-            not self._silent
-            or not self._no_value_cap
-            or (maxlen is not None and len(attrs) + END_ROOM > maxlen)
-            or not tracer._is_enabled()
-        ):
+        maxlen = tracer._span_limits.max_span_attributes
+        if maxlen is not None and len(attrs) + END_ROOM > maxlen:
             return None
         parent: SpanContext | None = get_current_span(ctx).get_span_context()
         ids = self._ids
@@ -199,7 +197,7 @@ class SpanOps:
         it ends the span (else None: use ``set``).
         """
         if self._blind and self._multi is not None and self._quiet_start():
-            if self._lite:
+            if self.lazy_ok():
                 lite = self._start_lite(name, ctx, kind, attrs, now)
                 if lite is not None:
                     return lite, attrs

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_mlflow import _attributes as A
 from otel_mlflow import _faults
-from otel_mlflow._deferred import MAX_DEPTH, MAX_ITEMS, NOT_SAFE, Deferred, snapshot
+from otel_mlflow._deferred import MAX_ITEMS, NOT_SAFE, Deferred, materialize, snapshot
 from otel_mlflow._tracer import OtelTracer
 from tests._support.fake_models import FakeChatModel
 
@@ -64,6 +64,17 @@ def test_deferred_computes_once_and_reports_faults() -> None:
     failed = Deferred(broken, "x")
     assert '"error":"ValueError"' in failed.get().replace(" ", "")
     assert _faults.fault_counts().get("tracer.deferred_content", 0) == before + 1
+
+
+def test_a_failed_pair_leaves_its_marker_on_the_first_key() -> None:
+    def broken(_: Any) -> tuple[str, str]:
+        raise ValueError("boom")
+
+    pair = Deferred(broken, "x")
+    attrs: dict[str, Any] = {}
+    materialize(["in", pair, 0, "system", pair, 1, "out", Deferred(str.upper, "ok"), None], attrs)
+    assert set(attrs) == {"in", "out"} and attrs["out"] == "OK"
+    assert '"error":"ValueError"' in attrs["in"].replace(" ", "")
 
 
 # --- with the tracer -----------------------------------------------------------------------------
