@@ -67,8 +67,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
     InMemorySpanExporter,
 )
 
-from otel_mlflow import _attributes as A  # noqa: E402
-from otel_mlflow._exporter import MlflowSpanExporter  # noqa: E402
+from otel_mlflow._common import semconv as A  # noqa: E402
+from otel_mlflow._export.exporter import MlflowSpanExporter  # noqa: E402
 
 # --- request counting --------------------------------------------------------------------------
 _requests: Counter[str] = Counter()

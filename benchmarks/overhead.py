@@ -157,7 +157,7 @@ def _handlers(case: str, provider: Any) -> list[Any] | None:
 
         return [MinimalHandler(provider)]
     if case in ("otel_on", "otel_off"):
-        from otel_mlflow._tracer import OtelTracer
+        from otel_mlflow._tracing.handler import OtelTracer
 
         return [OtelTracer(provider, capture_content=case == "otel_on")]
     raise ValueError(case)

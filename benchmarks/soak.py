@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from otel_mlflow._exporter import MlflowSpanExporter
-    from otel_mlflow._tracer import OtelTracer
+    from otel_mlflow._export.exporter import MlflowSpanExporter
+    from otel_mlflow._tracing.handler import OtelTracer
 
     workdir = Path(tempfile.mkdtemp(prefix="otel_mlflow-soak-"))
     os.chdir(workdir)

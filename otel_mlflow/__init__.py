@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from otel_mlflow._configure import configure
-from otel_mlflow._exporter import MlflowSpanExporter, flush
-from otel_mlflow._faults import fault_counts
-from otel_mlflow._tracer import OtelTracer
+from otel_mlflow._setup import configure
+from otel_mlflow._export.exporter import MlflowSpanExporter, flush
+from otel_mlflow._common.faults import fault_counts
+from otel_mlflow._tracing.handler import OtelTracer
 
 try:
     __version__ = version("otel-mlflow")

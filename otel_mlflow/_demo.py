@@ -41,8 +41,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from pydantic import PrivateAttr
 
-from otel_mlflow import _attributes as attrs
-from otel_mlflow import _config
+from otel_mlflow._common import semconv as attrs
+from otel_mlflow._common import settings as _config
 
 _logger = logging.getLogger(__name__)
 
@@ -430,8 +430,8 @@ def run_demo(tracking_uri: str | None = None, experiment_name: str | None = None
     ``experiment_name``: argument > ``MLFLOW_EXPERIMENT_NAME`` > ``otel-mlflow-demo``.
     ``model``: ``auto`` (ChatVertexAI + emulator when installed, else fake), ``vertexai``, ``fake``.
     """
-    from otel_mlflow._configure import configure
-    from otel_mlflow._exporter import flush
+    from otel_mlflow._setup import configure
+    from otel_mlflow._export.exporter import flush
 
     if model not in MODEL_CHOICES:
         raise ValueError(f"model must be one of {MODEL_CHOICES}, not {model!r}")

@@ -209,7 +209,7 @@ _REPLAY_HTTP_DEFAULTS = {
 
 
 def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from otel_mlflow import _replay
+    from otel_mlflow._delivery import replay as _replay
 
     for name, value in _REPLAY_HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)

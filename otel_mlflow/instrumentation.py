@@ -40,7 +40,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from otel_mlflow._tracer import OtelTracer
+from otel_mlflow._tracing.handler import OtelTracer
 
 _INSTRUMENTS = ("langchain-core >= 1.0",)
 

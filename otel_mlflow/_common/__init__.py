@@ -1,0 +1,1 @@
+"""Shared by every layer: settings (env vars, defaults, parsers), semconv names, faults, redaction."""

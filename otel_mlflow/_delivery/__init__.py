@@ -1,0 +1,1 @@
+"""Records -> MLflow, reliably: workers, retries, circuit, durable spool, replay."""

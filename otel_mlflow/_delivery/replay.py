@@ -1,0 +1,102 @@
+"""One replay pass over the spool, straight to MLflow (``otel-mlflow replay``).
+
+Separate from ``_spool`` (the on-disk store) because it writes through ``_delivery``'s error
+classification and ``_mlflow_writer``; the exporter's own automatic replay lives in ``_delivery``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from otel_mlflow._common import faults as _faults
+from otel_mlflow._delivery.workers import ErrorKind, classify_error, write_with_attempt
+from otel_mlflow._delivery.spool import ReplayResult, Spool, resolve_tracking_uri
+
+_logger = logging.getLogger(__name__)
+
+
+def replay(
+    spool_dir: str | os.PathLike[str] | None = None,
+    tracking_uri: str | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    *,
+    writer_factory: Callable[[str, str | None, bool], Callable[[Any], None]] | None = None,
+    include_rejected: bool = False,
+) -> ReplayResult:
+    """Write every spooled trace to MLflow now (``otel-mlflow replay``); never raises.
+
+    ``on_progress(done, total)`` is called after each entry. Entries that fail stay in the spool
+    (``remaining``) or, when MLflow rejected them as invalid, move to ``rejected/`` (``failed``).
+    The first connection failure ends the pass: the rest stays for the next replay.
+    Entries in ``rejected/`` are never retried automatically (not by the exporter, not by a
+    plain replay); ``include_rejected`` first moves them back into the queue, for a retry after
+    the cause was fixed (a newer MLflow server, a changed limit); those MLflow still refuses go
+    back to ``rejected/``.
+    ``writer_factory(tracking_uri, experiment_name, link_traces)`` builds the write function
+    (default: ``MlflowWriter(...).write``, one per experiment found in the spool).
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    spool = Spool(spool_dir, tracking_uri=uri)  # opening releases claims of dead processes
+    if include_rejected:
+        spool.restore_rejected()
+    factory = writer_factory or _default_writer_factory
+    writers: dict[tuple[str | None, bool], Callable[..., None]] = {}
+    total = spool.pending()
+    written = failed = done = 0
+    skip: set[str] = set()
+    try:
+        if on_progress is not None:
+            _call_progress(on_progress, 0, total)
+        while True:
+            entry = spool.claim_next(skip)
+            if entry is None:
+                break
+            key = (entry.experiment_name, True if entry.link_traces is None else entry.link_traces)
+            try:
+                write = writers.get(key)
+                if write is None:
+                    write = writers[key] = factory(uri, key[0], key[1])
+                write_with_attempt(write, entry.record, 1)
+            except Exception as exc:  # noqa: BLE001 - classified below, never raised
+                kind = classify_error(exc)
+                failed += 1
+                if kind is ErrorKind.REJECTED:
+                    spool.reject(entry, _faults.describe(exc))
+                else:
+                    spool.release(entry)
+                    skip.add(entry.name)
+                    _logger.warning(
+                        "otel_mlflow: replay of trace %s failed (%s)",
+                        entry.trace_id, _faults.describe(exc),
+                    )
+                    if kind in (ErrorKind.TRANSIENT, ErrorKind.AUTH):
+                        break
+            else:
+                spool.remove(entry)
+                written += 1
+            done += 1
+            if on_progress is not None:
+                _call_progress(on_progress, done, total)
+    finally:
+        remaining = spool.pending()
+        rejected = spool.rejected_count()
+        spool.close()
+    return ReplayResult(written=written, failed=failed, remaining=remaining, rejected=rejected)
+
+
+def _call_progress(cb: Callable[[int, int | None], None], done: int, total: int | None) -> None:
+    try:
+        cb(done, total)
+    except Exception as exc:  # noqa: BLE001 - a broken progress bar must not stop a replay
+        _faults.report("spool.progress", exc)
+
+
+def _default_writer_factory(
+    tracking_uri: str, experiment_name: str | None, link_traces: bool
+) -> Callable[[Any], None]:
+    from otel_mlflow._sink.runs import MlflowWriter
+
+    return MlflowWriter(tracking_uri, experiment_name, link_traces).write

@@ -1,0 +1,506 @@
+"""Delivery of finished trace records to MLflow: queue, workers, retries, circuit, spool, replay.
+
+``Delivery(write, spool=...)`` takes records from the exporter (``submit`` never blocks: a
+bounded in-memory queue, overflow goes to the spool) and writes them on its own worker threads.
+
+What happens to a record, in priority order:
+
+1. Delivery shut down, or the circuit is open (MLflow known to be down): straight to the spool,
+   no network attempt (no per-record retry storms during an outage).
+2. A worker calls ``write(record)``. Success: done.
+3. The failure is classified (:func:`classify_error`):
+
+   - TRANSIENT (connection refused/reset, timeouts, HTTP 5xx/429/408): retried with exponential
+     backoff and full jitter while the record's budget ``retry_max_seconds`` lasts. After
+     ``open_after_failures`` consecutive transient failures (all workers together) the circuit
+     opens; the record, and every record after it, is spooled.
+   - AUTH (HTTP 401/403): spooled, ERROR log, circuit opens (the probe keeps checking).
+   - REJECTED (other 4xx, e.g. invalid parameter): spooled into ``rejected/`` with an ERROR log.
+   - ERROR (anything else: a bug, an unexpected exception): spooled, counted in ``fault_counts``,
+     and retried by later replay passes with backoff (``error_backoff_seconds``, doubling); after
+     ``error_attempts`` failed tries in this process it moves to ``rejected/`` too, so a record
+     that trips a bug every time is neither retried in a loop nor blocks the others.
+
+Entries in ``rejected/`` are never retried automatically; ``otel-mlflow replay
+--include-rejected`` puts them back in line (see ``otel_mlflow._delivery.replay.replay``).
+
+A write that hangs for ``stall_seconds`` (MLflow's own client retries a refused connection for
+minutes before it raises) also opens the circuit, so records wait on disk, not in memory; the
+first write that succeeds closes it again.
+
+While the circuit is open, one supervisor thread probes MLflow (``probe()``, a cheap request; by
+default it replays the oldest spooled record) with backoff up to ``probe_max_seconds``. When the
+probe succeeds the circuit closes and the supervisor replays the whole spool, oldest first. A new
+``Delivery`` on a directory that already holds entries (a restart after ``kill -9``) replays them
+at start.
+
+The writer is idempotent (it looks the trace up by ``otel.trace_id``); when ``write`` accepts an
+``attempt`` keyword it receives 0 on the first try and >= 1 on retries and replays, so it can
+skip the lookup on first writes.
+
+Every worker and the supervisor run with OpenTelemetry instrumentation suppressed (the context
+key is attached once at thread start), so an app instrumenting ``requests``/``urllib3`` gets no
+spans about otel_mlflow's own MLflow calls.
+
+``flush(timeout)`` waits for the submitted records and then for ONE replay pass of the spool
+(a probe first when the circuit is open); it never loops on entries that keep failing.
+
+``shutdown(timeout)`` drains within the bound; records still queued or stuck in a hanging
+request are spooled, and ONE log line says how many traces wait in the spool and where. A record
+stuck in a request is taken over by shutdown: its worker no longer spools it (one spool entry
+per trace), and if the request succeeds after all, the worker deletes that entry again.
+
+Bounds: nothing here waits on MLflow longer than the caller's timeout. MLflow's own HTTP client
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7 with backoff factor 2: minutes;
+``MLFLOW_HTTP_REQUEST_TIMEOUT``, default 120 s per request) only decides how long a worker's
+request may hang; stall detection opens the circuit after ``stall_seconds``. These variables are
+read, never set, by this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from otel_mlflow._common import faults as _faults
+from otel_mlflow._delivery.policy import (
+    DeliveryRecord,
+    ErrorBackoff,
+    ErrorKind,
+    _accepts_attempt,
+    classify_error,
+    suppress_instrumentation,
+    write_with_attempt,
+)
+from otel_mlflow._delivery.policy import short as _short
+from otel_mlflow._delivery.supervisor import PROBE_FIRST_SECONDS as _PROBE_FIRST_SECONDS
+from otel_mlflow._delivery.supervisor import Supervisor
+from otel_mlflow._delivery.spool import REJECTED_DIR, Spool
+
+__all__ = [
+    "Delivery", "DeliveryRecord", "ErrorKind", "classify_error", "write_with_attempt",
+]
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_WORKERS = 2
+DEFAULT_RETRY_MAX_SECONDS = 30.0
+DEFAULT_QUEUE_MAX = 1_000  # beyond this, records wait on disk (spool), not in memory
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
+DEFAULT_PROBE_MAX_SECONDS = 10.0
+DEFAULT_OPEN_AFTER_FAILURES = 3
+DEFAULT_STALL_SECONDS = 15.0
+DEFAULT_ERROR_ATTEMPTS = 3
+DEFAULT_ERROR_BACKOFF_SECONDS = 2.0
+_BACKOFF_BASE_SECONDS = 0.25
+_BACKOFF_CAP_SECONDS = 8.0
+
+
+class Delivery(Supervisor):
+    """Writes records to MLflow off the caller's thread; never raises; see the module doc."""
+
+    def __init__(
+        self,
+        write: Callable[..., None],
+        *,
+        spool: Spool | None = None,
+        workers: int = DEFAULT_WORKERS,
+        retry_max_seconds: float = DEFAULT_RETRY_MAX_SECONDS,
+        queue_max: int = DEFAULT_QUEUE_MAX,
+        shutdown_timeout_seconds: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+        probe: Callable[[], Any] | None = None,
+        probe_max_seconds: float = DEFAULT_PROBE_MAX_SECONDS,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
+        open_after_failures: int = DEFAULT_OPEN_AFTER_FAILURES,
+        error_attempts: int = DEFAULT_ERROR_ATTEMPTS,
+        error_backoff_seconds: float = DEFAULT_ERROR_BACKOFF_SECONDS,
+        name: str = "otel_mlflow-delivery",
+    ) -> None:
+        self._write = write
+        self._pass_attempt = _accepts_attempt(write)
+        self._spool = spool
+        self._retry_max = max(float(retry_max_seconds), 0.0)
+        self._shutdown_timeout = max(float(shutdown_timeout_seconds), 0.0)
+        self._probe = probe
+        self._probe_max = max(float(probe_max_seconds), _PROBE_FIRST_SECONDS)
+        self._open_after = max(int(open_after_failures), 1)
+        self._stall = max(float(stall_seconds), 0.1)
+        self._error_attempts = max(int(error_attempts), 1)
+        self._errors = ErrorBackoff(error_backoff_seconds)
+        # worker thread -> path of the spool copy shutdown made of its in-flight record
+        self._taken_over: dict[int, Path | None] = {}
+        self._passes_done = 0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(int(queue_max), 1))
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._closed = False
+        self._circuit_open = False
+        self._consecutive_failures = 0
+        self._inflight: dict[int, tuple[Any, float]] = {}  # thread -> (record, started)
+        self._pending = 0  # submitted, not yet written or spooled
+        self._replaying = False
+        self._probes = 0
+        self._replay_wanted = spool is not None and spool.pending() > 0
+        self.stats: dict[str, int] = {
+            "submitted": 0, "written": 0, "retries": 0, "spooled": 0, "replayed": 0,
+            "rejected": 0, "dropped": 0, "errors": 0,
+        }
+        self._threads: list[threading.Thread] = []
+        for index in range(max(int(workers), 1)):
+            thread = threading.Thread(
+                target=self._worker_main, name=f"{name}-{index}", daemon=True
+            )
+            self._threads.append(thread)
+        self._supervisor = threading.Thread(
+            target=self._supervisor_main, name=f"{name}-supervisor", daemon=True
+        )
+        for thread in self._threads:
+            thread.start()
+        self._supervisor.start()
+
+    # --- public ------------------------------------------------------------------------------
+    @property
+    def circuit_open(self) -> bool:
+        return self._circuit_open
+
+    @property
+    def spool(self) -> Spool | None:
+        return self._spool
+
+    def submit(self, record: Any) -> None:
+        """Hand a record over; never blocks on MLflow and never raises.
+
+        A full queue spools the record on the caller's thread (a file write); without a spool it
+        is dropped with an ERROR log and the ``delivery.dropped`` fault counter.
+        """
+        try:
+            with self._lock:
+                self.stats["submitted"] += 1
+                closed = self._closed
+                direct = closed or (self._circuit_open and self._spool is not None)
+                if not direct:
+                    self._pending += 1
+            if direct:
+                # Shut down, or MLflow known down: the workers may all hang in a request, so
+                # the record goes to disk now instead of waiting in memory.
+                self._spool_record(record, "delivery shut down" if closed else None)
+                return
+            try:
+                self._queue.put_nowait(record)
+            except queue.Full:
+                self._spool_record(record, "delivery queue full")
+                self._done_one()
+        except Exception as exc:  # noqa: BLE001
+            _faults.report("delivery.submit", exc)
+
+    def flush(self, timeout_seconds: float = 30.0) -> bool:
+        """Wait until every submitted record is written or spooled, then for one replay pass of
+        the spool (after one immediate probe when the circuit is open). True when nothing is
+        left waiting (in memory or in the spool); entries still failing make it False at once
+        instead of being replayed in a loop until the timeout."""
+        deadline = time.monotonic() + max(timeout_seconds, 0.0)
+        with self._idle:
+            while self._pending > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.1))
+        if self._spool is None:
+            return True
+        probed = False
+        replayed = False
+        while True:
+            if self._circuit_open:
+                if probed or self._spool.pending() == 0:
+                    return self._spool.pending() == 0
+                # One immediate probe instead of the backoff wait: MLflow may be back already.
+                probed = True
+                if not self._probe_now(deadline):
+                    return False
+                continue
+            if self._spool.pending() == 0:
+                if not self._replaying:
+                    return True
+                # A pass may be writing an entry it took out of the spool: wait for its end.
+                if not self._pass_end(deadline):
+                    return False
+                continue
+            if replayed:
+                # One full pass ran and entries remain (in backoff after an unexpected error,
+                # or spooled meanwhile): report it instead of replaying in a loop.
+                return False
+            replayed = True
+            if not self._replay_once(deadline):
+                return False
+
+    def _pass_end(self, deadline: float) -> bool:
+        """Wait for the end of the replay pass running now; False when ``deadline`` passed."""
+        with self._idle:
+            target = self._passes_done + 1
+            while self._replaying and self._passes_done < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.1))
+        return True
+
+    def _replay_once(self, deadline: float) -> bool:
+        """Ask the supervisor for a replay pass that starts now and wait for its end (or for the
+        circuit to open); False when ``deadline`` passed first."""
+        with self._idle:
+            target = self._passes_done + (2 if self._replaying else 1)
+            self._replay_wanted = True
+            self._wake.set()
+            while self._passes_done < target and not self._circuit_open:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.1))
+        return True
+
+    def shutdown(self, timeout_seconds: float | None = None) -> None:
+        """Drain for at most ``timeout_seconds`` and never longer than the constructor's
+        ``shutdown_timeout_seconds`` (the SDK passes its own 30 s budget here; the user's bound
+        wins); spool the rest; one log line. Idempotent."""
+        timeout = self._shutdown_timeout
+        if timeout_seconds is not None:
+            timeout = min(timeout, max(timeout_seconds, 0.0))
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.flush(timeout)
+        except Exception as exc:  # noqa: BLE001
+            _faults.report("delivery.shutdown", exc)
+        self._stop.set()
+        self._wake.set()
+        leftovers = self._drain_queue_to_spool()
+        with self._lock:
+            stuck = list(self._inflight.items())
+            self._inflight.clear()  # taken over: the workers no longer spool these
+        for ident, (record, _) in stuck:
+            # The hanging request may still succeed: its worker then deletes this copy (and if
+            # it is replayed first, the writer's trace-id lookup makes that a no-op).
+            path = self._spool_record(record, None)
+            with self._lock:
+                self._taken_over[ident] = path
+            leftovers += 1
+        # One short budget for all joins: threads stuck in a hanging request are daemons and
+        # their records are already spooled, so waiting on each in turn would only stretch
+        # the bound.
+        joined_by = time.monotonic() + 0.5
+        for thread in [*self._threads, self._supervisor]:
+            thread.join(timeout=max(0.0, joined_by - time.monotonic()))
+        if self._spool is not None:
+            self._spool.close()
+            waiting = self._spool.pending()
+            if waiting:
+                _logger.warning(
+                    "otel_mlflow: %d trace(s) not written to MLflow at shutdown are kept in the "
+                    "spool %s; they are replayed on the next start or by `otel-mlflow replay`",
+                    waiting, self._spool.directory,
+                )
+        elif leftovers:
+            _logger.error(
+                "otel_mlflow: %d trace(s) could not be written to MLflow at shutdown and there "
+                "is no spool: they are lost", leftovers,
+            )
+
+    # --- workers -----------------------------------------------------------------------------
+    def _worker_main(self) -> None:
+        suppress_instrumentation()
+        ident = threading.get_ident()
+        while not self._stop.is_set():
+            try:
+                record = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            with self._lock:
+                self._inflight[ident] = (record, time.monotonic())
+            try:
+                self._deliver(record)
+            except Exception as exc:  # noqa: BLE001 - a worker never dies
+                _faults.report("delivery.worker", exc)
+                if self._own(record):
+                    self._spool_record(record, "unexpected delivery error")
+            finally:
+                with self._lock:
+                    if self._inflight.get(ident, (None,))[0] is record:
+                        del self._inflight[ident]
+                self._done_one()
+
+    def _own(self, record: Any) -> bool:
+        """Called by the worker holding ``record`` before it spools it: True when it still owns
+        it (and now gives it up), False when shutdown already spooled it."""
+        ident = threading.get_ident()
+        with self._lock:
+            entry = self._inflight.get(ident)
+            if entry is not None and entry[0] is record:
+                del self._inflight[ident]
+                return True
+            return False
+
+    def _written_after_takeover(self) -> None:
+        """A request shutdown had given up on succeeded: drop the now needless spool copy."""
+        with self._lock:
+            path = self._taken_over.pop(threading.get_ident(), None)
+        if path is not None and self._spool is not None:
+            self._spool.discard(path)
+
+    def _deliver(self, record: Any) -> None:
+        if self._circuit_open or self._stop.is_set():
+            if self._own(record):
+                self._spool_record(record, None)
+            return
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                self._call_write(record, attempt)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                kind = classify_error(exc)
+                if kind is ErrorKind.TRANSIENT:
+                    self._note_failure(exc)
+                    delay = self._backoff(attempt)
+                    out_of_budget = time.monotonic() - started + delay > self._retry_max
+                    if self._circuit_open or out_of_budget or self._stop.is_set():
+                        if out_of_budget:
+                            self._open_circuit(exc)
+                        if self._own(record):
+                            self._spool_record(record, None)
+                        return
+                    with self._lock:
+                        self.stats["retries"] += 1
+                    attempt += 1
+                    if self._stop.wait(delay):
+                        if self._own(record):
+                            self._spool_record(record, None)
+                        return
+                    continue
+                self._handle_permanent(record, kind, exc)
+                return
+            with self._lock:
+                self._consecutive_failures = 0
+                self.stats["written"] += 1
+                reopened = self._circuit_open
+            if not self._own(record):
+                self._written_after_takeover()
+            if reopened:
+                self._close_circuit()  # a write went through: MLflow is back
+            return
+
+    def _call_write(self, record: Any, attempt: int) -> None:
+        if self._pass_attempt:
+            self._write(record, attempt=attempt)
+        else:
+            self._write(record)
+
+    def _handle_permanent(self, record: Any, kind: ErrorKind, exc: BaseException) -> None:
+        trace_id = getattr(record, "trace_id", "?")
+        if not self._own(record):
+            return  # shutdown spooled it meanwhile; a replay will meet the same answer
+        if kind is ErrorKind.AUTH:
+            _logger.error(
+                "otel_mlflow: MLflow refused the credentials (%s); trace %s spooled, writes "
+                "paused until MLflow accepts them (check MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN)",
+                _short(exc), trace_id,
+            )
+            self._open_circuit(exc, log=False)
+            self._spool_record(record, None)
+        elif kind is ErrorKind.REJECTED:
+            with self._lock:
+                self.stats["rejected"] += 1
+            _faults.report("delivery.rejected", exc)
+            if self._spool is None:
+                _logger.error(
+                    "otel_mlflow: MLflow rejected trace %s (%s); no spool, dropped",
+                    trace_id, _short(exc),
+                )
+                return
+            target = self._spool.put(record, folder=REJECTED_DIR)
+            _logger.error(
+                "otel_mlflow: MLflow rejected trace %s (%s); kept in %s",
+                trace_id,
+                _short(exc),
+                self._spool.directory / REJECTED_DIR if target else "(nowhere: spool failed)",
+            )
+            with self._lock:
+                self.stats["spooled"] += 1
+        else:
+            _faults.report("delivery.write", exc)
+            path = self._spool_record(record, None)
+            if path is not None:
+                self._note_error(path.name)
+
+    # --- records failing with unexpected errors: backoff, then rejected/ ----------------------
+    def _note_error(self, name: str) -> int:
+        with self._lock:
+            self.stats["errors"] += 1
+        return self._errors.note(name)
+
+    def _note_failure(self, exc: BaseException) -> None:
+        with self._lock:
+            self._consecutive_failures += 1
+            trip = self._consecutive_failures >= self._open_after
+        if trip:
+            self._open_circuit(exc)
+
+    def _open_circuit(self, exc: BaseException, *, log: bool = True) -> None:
+        with self._lock:
+            if self._circuit_open:
+                return
+            self._circuit_open = True
+        if log:
+            _logger.warning(
+                "otel_mlflow: MLflow unreachable (%s); traces go to the spool %s until it is back",
+                _short(exc), self._spool.directory if self._spool is not None else "(none)",
+            )
+        if self._spool is not None:
+            self._drain_queue_to_spool()
+        self._wake.set()
+
+    def _close_circuit(self) -> None:
+        with self._lock:
+            was_open = self._circuit_open
+            self._circuit_open = False
+            self._consecutive_failures = 0
+            self._replay_wanted = True
+        if was_open:
+            _logger.warning("otel_mlflow: MLflow reachable again; replaying the spool")
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        # Full jitter: spreads the retries of many workers/processes after a shared outage.
+        cap = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * (2**attempt))
+        return random.uniform(cap / 2, cap)
+
+    def _spool_record(self, record: Any, reason: str | None) -> Path | None:
+        if self._spool is not None:
+            path = self._spool.put(record)
+            if path is not None:
+                with self._lock:
+                    self.stats["spooled"] += 1
+                return path
+        with self._lock:
+            self.stats["dropped"] += 1
+        _faults.report("delivery.dropped", message=reason or "no spool for an unwritten trace")
+        _logger.error(
+            "otel_mlflow: trace %s could not be written or spooled (%s); it is lost",
+            getattr(record, "trace_id", "?"), reason or "no spool",
+        )
+        return None
+
+    def _done_one(self) -> None:
+        with self._idle:
+            self._pending = max(self._pending - 1, 0)
+            if self._pending == 0:
+                self._idle.notify_all()

@@ -1,0 +1,1 @@
+"""The OpenTelemetry SpanExporter: spans -> per-trace buffer -> records handed to delivery."""

@@ -1,0 +1,65 @@
+"""The run schema's names: every tag, param, metric, artifact and table column otel_mlflow writes.
+
+The public contract described in ``docs/run-schema.md`` (what each name holds, and when). Only names
+here: ``otel_mlflow._record.build`` computes the values, ``otel_mlflow._sink.runs`` writes
+them.
+"""
+
+from __future__ import annotations
+
+TAG_TRACE_ID = "otel.trace_id"
+TAG_SERVICE_NAME = "otel.service.name"
+TAG_STATUS = "otel_mlflow.status"
+TAG_ERROR_TYPE = "otel_mlflow.error_type"
+TAG_MODELS = "otel_mlflow.models"
+TAG_PROVIDERS = "otel_mlflow.providers"
+TAG_PARTIAL = "otel_mlflow.partial"
+TAG_DROPPED_SPANS = "otel_mlflow.dropped_spans"
+TAG_TRACE_COUNT = "otel_mlflow.trace_count"  # active-run mode: traces written into the run
+TAG_LC_TAGS = "langchain.tags"
+TAG_LC_METADATA_PREFIX = "langchain.metadata."
+TAG_LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # mlflow.utils.mlflow_tags.MLFLOW_LOGGED_ARTIFACTS
+
+PARAM_MODEL = "model"
+PARAM_TEMPERATURE = "temperature"
+PARAM_TOP_P = "top_p"
+PARAM_TOP_K = "top_k"
+PARAM_MAX_TOKENS = "max_tokens"
+
+M_TRACE_DURATION = "trace.duration_ms"
+M_LLM_CALLS = "llm.calls"
+M_LLM_DURATION = "llm.duration_ms"
+M_LLM_DURATION_MAX = "llm.duration_ms.max"
+M_LLM_TTFT = "llm.ttft_ms"
+M_TOKENS_INPUT = "tokens.input"
+M_TOKENS_OUTPUT = "tokens.output"
+M_TOKENS_TOTAL = "tokens.total"
+M_TOKENS_REASONING = "tokens.reasoning"
+M_TOKENS_CACHE_READ = "tokens.cache_read"
+M_TOOL_CALLS = "tool.calls"
+M_RETRIEVER_CALLS = "retriever.calls"
+M_SPANS = "spans"
+M_ERRORS = "errors"
+
+ARTIFACT_TABLE = "llm_calls.json"
+ARTIFACT_TREE = "span_tree.json"
+ARTIFACT_TREES_DIR = "span_trees"  # active-run mode: span_trees/<first trace id>.json per batch
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "trace_id",
+    "span_id",
+    "name",
+    "model",
+    "input",
+    "output",
+    "error",
+    "duration_ms",
+    "ttft_ms",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "finish_reason",
+)
+
+STATUS_OK = "OK"
+STATUS_ERROR = "ERROR"

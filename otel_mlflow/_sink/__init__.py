@@ -1,0 +1,1 @@
+"""The only modules that call MLflow for I/O (MlflowClient, the MLflow REST API)."""

@@ -1,0 +1,1 @@
+"""LangChain callbacks -> OpenTelemetry spans (the app-thread side)."""

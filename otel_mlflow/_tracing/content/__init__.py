@@ -1,0 +1,1 @@
+"""LangChain inputs, outputs and messages -> bounded, redacted JSON text (pure)."""

@@ -1,0 +1,1 @@
+"""The tracer's cheap span path: span writer, LiteSpan, deferred content."""
