@@ -13,7 +13,8 @@ from typing import Any
 
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._delivery.workers import ErrorKind, classify_error, write_with_attempt
-from otel_mlflow._delivery.spool import ReplayResult, Spool, resolve_tracking_uri
+from otel_mlflow._common.settings import resolve_tracking_uri
+from otel_mlflow._delivery.spool import ReplayResult, Spool
 
 _logger = logging.getLogger(__name__)
 
