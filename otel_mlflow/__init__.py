@@ -12,17 +12,13 @@ See ``docs/`` for the configuration reference and the span / run schema.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from otel_mlflow._setup import configure
 from otel_mlflow._export.exporter import MlflowSpanExporter, flush
 from otel_mlflow._common.faults import fault_counts
+from otel_mlflow._common.settings import package_version
 from otel_mlflow._tracing.handler import OtelTracer
 
-try:
-    __version__ = version("otel-mlflow")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+__version__ = package_version()
 
 __all__ = [
     "MlflowSpanExporter",

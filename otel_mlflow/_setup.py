@@ -69,7 +69,6 @@ interpreter exit, which drains the MLflow exporter.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import weakref
@@ -83,17 +82,20 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otel_mlflow._common import settings as _config
+from otel_mlflow._common.settings import (
+    DEFAULT_OTLP_PROTOCOL,
+    MLFLOW_USE_DEFAULT_TRACER_PROVIDER,
+    OTLP_ENDPOINT,
+    OTLP_PROTOCOL,
+    OTLP_TRACES_ENDPOINT,
+    OTLP_TRACES_PROTOCOL,
+)
 from otel_mlflow._export.exporter import MlflowSpanExporter
 from otel_mlflow._tracing.handler import OtelTracer
 
 _logger = logging.getLogger(__name__)
 
-OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
-OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 OTLP_TRACES_PATH = "/v1/traces"
-MLFLOW_USE_DEFAULT_TRACER_PROVIDER = "MLFLOW_USE_DEFAULT_TRACER_PROVIDER"
 
 _lock = threading.Lock()
 # Tracers handed out per provider and content switch, so repeated calls return the same object.
@@ -252,18 +254,20 @@ def _is_otlp_exporter(exporter: SpanExporter) -> bool:
     )
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
-
-
 def _otlp_exporter(otlp: bool | None, endpoint: str | None) -> SpanExporter | None:
     """The OTLP exporter ``configure`` adds, or None (see the module doc for the rule)."""
-    from_env = _env(OTLP_TRACES_ENDPOINT) is not None or _env(OTLP_ENDPOINT) is not None
+    from_env = (
+        _config.env_str(OTLP_TRACES_ENDPOINT) is not None
+        or _config.env_str(OTLP_ENDPOINT) is not None
+    )
     if otlp is False or (otlp is None and endpoint is None and not from_env):
         return None
     explicit = otlp is True or endpoint is not None
-    protocol = (_env(OTLP_TRACES_PROTOCOL) or _env(OTLP_PROTOCOL) or "http/protobuf").lower()
+    protocol = (
+        _config.env_str(OTLP_TRACES_PROTOCOL)
+        or _config.env_str(OTLP_PROTOCOL)
+        or DEFAULT_OTLP_PROTOCOL
+    ).lower()
     url = _traces_url(endpoint) if endpoint else None
     if protocol == "grpc":
         try:
@@ -288,7 +292,7 @@ def _otlp_exporter(otlp: bool | None, endpoint: str | None) -> SpanExporter | No
         _logger.warning(
             "otel_mlflow: %s is set but opentelemetry-exporter-otlp-proto-http is not installed; "
             "spans go to MLflow only",
-            OTLP_TRACES_ENDPOINT if _env(OTLP_TRACES_ENDPOINT) else OTLP_ENDPOINT,
+            OTLP_TRACES_ENDPOINT if _config.env_str(OTLP_TRACES_ENDPOINT) else OTLP_ENDPOINT,
         )
         return None
     return OTLPSpanExporter(endpoint=url) if url else OTLPSpanExporter()

@@ -32,21 +32,14 @@ from typing import Any, TextIO
 _BAR_WIDTH = 30
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("otel-mlflow")
-    except PackageNotFoundError:  # running from a source tree without install
-        return "0.0.0"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otel-mlflow",
         description="LangChain runs as OpenTelemetry GenAI spans, written to MLflow.",
     )
-    parser.add_argument("--version", action="version", version=f"otel-mlflow {_version()}")
+    from otel_mlflow._common.settings import package_version
+
+    parser.add_argument("--version", action="version", version=f"otel-mlflow {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -198,20 +191,11 @@ class _Progress:
             self._stream.flush()
 
 
-# MLflow's HTTP client retries a refused connection for minutes by default (7 retries, backoff
-# factor 2). A replay stops at the first connection failure and leaves the rest for the next run,
-# so it only needs a short retry; the user's own settings of these variables win.
-_REPLAY_HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
-
-
 def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from otel_mlflow._common.settings import REPLAY_HTTP_DEFAULTS
     from otel_mlflow._delivery import replay as _replay
 
-    for name, value in _REPLAY_HTTP_DEFAULTS.items():
+    for name, value in REPLAY_HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
 
     progress = _Progress(err)

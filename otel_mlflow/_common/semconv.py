@@ -74,9 +74,6 @@ PROVIDER_BY_LS_PROVIDER: dict[str, str] = {
     "perplexity": "perplexity",
 }
 
-# Content capture switch, standard across GenAI instrumentations. otel_mlflow captures by default.
-ENV_CAPTURE_MESSAGE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-
 # --- otel_mlflow's own keys -----------------------------------------------------------------
 OM = "otel_mlflow"
 LC_RUN_ID = "otel_mlflow.langchain.run_id"

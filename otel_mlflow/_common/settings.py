@@ -1,14 +1,18 @@
 """Environment variables and their parsing.
 
 Every knob resolves in one order: constructor argument > environment variable > default, once,
-when the component is built. This module holds the names and the parsers; each component
-documents which of them it reads (and ``docs/configuration.md`` lists them all).
+when the component is built. This module is the one place for environment variable names (ours,
+MLflow's, OTLP's), the defaults more than one component shares, the parsers, the tracking-URI
+rule and the package version lookup; each component documents which of them it reads (and
+``docs/configuration.md`` lists them all). ``tests/common/test_settings.py`` keeps copies out.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from importlib.metadata import PackageNotFoundError, version
 
 _logger = logging.getLogger(__name__)
 
@@ -16,6 +20,31 @@ _logger = logging.getLogger(__name__)
 MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"
 MLFLOW_EXPERIMENT_NAME = "MLFLOW_EXPERIMENT_NAME"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+MLFLOW_HTTP_REQUEST_MAX_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+MLFLOW_HTTP_REQUEST_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+# ``otel-mlflow replay`` sets these unless the user did (the CLI's only env writes). MLflow's
+# HTTP client retries a refused connection for minutes by default (7 retries, backoff factor 2);
+# a replay stops at the first connection failure and leaves the rest for the next run, so it
+# only needs a short retry.
+REPLAY_HTTP_DEFAULTS = {
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES: "2",
+    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR: "1",
+    MLFLOW_HTTP_REQUEST_TIMEOUT: "30",
+}
+
+# Standard OTLP exporter variables (``configure`` reads them to decide whether to add OTLP; the
+# OTLP exporter itself reads the rest: headers, timeout, compression, TLS).
+OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+DEFAULT_OTLP_PROTOCOL = "http/protobuf"
+# MLflow's switch between its own tracer provider and the global one.
+MLFLOW_USE_DEFAULT_TRACER_PROVIDER = "MLFLOW_USE_DEFAULT_TRACER_PROVIDER"
+
+# Base of the default spool directory (XDG Base Directory spec; ``~/.cache`` when unset).
+XDG_CACHE_HOME = "XDG_CACHE_HOME"
 
 # Standard GenAI content switch.
 CAPTURE_MESSAGE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -40,6 +69,16 @@ MAX_ATTRIBUTE_CHARS = "OTEL_MLFLOW_MAX_ATTRIBUTE_CHARS"  # cap for one JSON cont
 DEFER_CONTENT = "OTEL_MLFLOW_DEFER_CONTENT"  # tracer: content JSON written on first read of a span
 REDACT_KEYS = "OTEL_MLFLOW_REDACT_KEYS"  # comma-separated extra key regexes
 REDACT_PATTERNS = "OTEL_MLFLOW_REDACT_PATTERNS"  # comma-separated extra value regexes
+
+# Defaults shared by more than one component (exporter and delivery).
+# Writer threads: MLflow requests are I/O-bound; 4 measured faster than 2 or 8 against a local
+# one-worker server (benchmarks/exporter_throughput.py).
+DEFAULT_WORKERS = 4
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
+DEFAULT_RETRY_MAX_SECONDS = 30.0
+
+DIST_NAME = "otel-mlflow"
+_UNKNOWN_VERSION = "0.0.0"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -92,3 +131,17 @@ def env_list(name: str) -> list[str]:
     if value is None:
         return []
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """Argument > ``MLFLOW_TRACKING_URI`` > ``sqlite:///mlflow.db`` (MLflow's own default)."""
+    return tracking_uri or env_str(MLFLOW_TRACKING_URI) or DEFAULT_TRACKING_URI
+
+
+@functools.cache
+def package_version() -> str:
+    """The installed ``otel-mlflow`` version; ``0.0.0`` when running from a source tree."""
+    try:
+        return version(DIST_NAME)
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return _UNKNOWN_VERSION

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from otel_mlflow._common import faults as _faults
+from otel_mlflow._common.settings import resolve_tracking_uri
 from otel_mlflow._delivery.policy import ErrorKind, write_with_attempt
 from otel_mlflow._delivery.replay_entry import Outcome, replay_entry
-from otel_mlflow._delivery.spool import ReplayResult, Spool, SpoolEntry, resolve_tracking_uri
+from otel_mlflow._delivery.spool import ReplayResult, Spool, SpoolEntry
 
 _logger = logging.getLogger(__name__)
 

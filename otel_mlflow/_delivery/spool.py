@@ -54,6 +54,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from otel_mlflow._common import settings as _config
+from otel_mlflow._common.settings import resolve_tracking_uri
 
 from otel_mlflow._common import faults as _faults
 
@@ -131,20 +132,13 @@ def _normalize_uri(tracking_uri: str) -> str:
     return uri
 
 
-def resolve_tracking_uri(tracking_uri: str | None) -> str:
-    """Argument > ``MLFLOW_TRACKING_URI`` > MLflow's default (``sqlite:///mlflow.db``)."""
-    return (
-        tracking_uri
-        or _config.env_str(_config.MLFLOW_TRACKING_URI)
-        or _config.DEFAULT_TRACKING_URI
-    )
-
-
 def default_spool_dir(tracking_uri: str | None = None) -> Path:
     """The spool directory for a tracking URI when none is configured (see the module doc)."""
     uri = _normalize_uri(resolve_tracking_uri(tracking_uri))
     digest = hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    cache = _config.env_str(_config.XDG_CACHE_HOME) or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
     candidate = Path(cache) / "otel_mlflow" / "spool" / digest
     try:
         _make_private_dir(candidate)

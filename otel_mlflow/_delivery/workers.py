@@ -69,6 +69,11 @@ from pathlib import Path
 from typing import Any
 
 from otel_mlflow._common import faults as _faults
+from otel_mlflow._common.settings import (
+    DEFAULT_RETRY_MAX_SECONDS,
+    DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+    DEFAULT_WORKERS,
+)
 from otel_mlflow._delivery.policy import (
     DeliveryRecord,
     ErrorBackoff,
@@ -89,10 +94,7 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-DEFAULT_WORKERS = 2
-DEFAULT_RETRY_MAX_SECONDS = 30.0
 DEFAULT_QUEUE_MAX = 1_000  # beyond this, records wait on disk (spool), not in memory
-DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
 DEFAULT_PROBE_MAX_SECONDS = 10.0
 DEFAULT_OPEN_AFTER_FAILURES = 3
 DEFAULT_STALL_SECONDS = 15.0

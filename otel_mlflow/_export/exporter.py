@@ -106,6 +106,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_mlflow._common import settings as _config
+from otel_mlflow._common.settings import (
+    DEFAULT_RETRY_MAX_SECONDS,
+    DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+    DEFAULT_WORKERS,
+)
 
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._record import (
@@ -129,11 +134,7 @@ DEFAULT_TRACE_TIMEOUT_SECONDS = 300.0
 # traces/s under the default 1 s grace.
 DEFAULT_MAX_BUFFERED_TRACES = 2_000
 DEFAULT_MAX_SPANS_PER_TRACE = 10_000
-DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
 DEFAULT_PARENT_WAIT_SECONDS = 10.0
-# Writer threads: MLflow requests are I/O-bound; 4 measured faster than 2 or 8 against a local
-# one-worker server (benchmarks/exporter_throughput.py).
-DEFAULT_WORKERS = 4
 _MAX_BATCH_TRACES = 500
 _ASSEMBLER_SHARE = 4  # the assembler takes at most cap // 4 traces per pass
 _RELIEF_SHARE = 8  # an exporting thread over the cap converts up to cap // 8 complete traces
@@ -186,15 +187,11 @@ class MlflowSpanExporter(SpanExporter):
 
         ``write`` replaces ``MlflowWriter.write`` as the sink (another store, tests).
         """
-        from otel_mlflow._delivery.workers import DEFAULT_RETRY_MAX_SECONDS, Delivery
-        from otel_mlflow._sink.runs import (
-            MlflowWriter,
-            resolve_experiment_name,
-            resolve_tracking_uri,
-        )
+        from otel_mlflow._delivery.workers import Delivery
+        from otel_mlflow._sink.runs import MlflowWriter, resolve_experiment_name
         from otel_mlflow._delivery.spool import Spool
 
-        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.tracking_uri = _config.resolve_tracking_uri(tracking_uri)
         self.experiment_name = resolve_experiment_name(experiment_name)
         mode = (run_mode or _config.env_str(_config.RUN_MODE) or RUN_MODE_TRACE).lower()
         if mode not in _RUN_MODES:

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otel_mlflow._common import settings as _config
+from otel_mlflow._common.settings import resolve_tracking_uri
 
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._record import (
@@ -74,13 +75,6 @@ DEFAULT_EXPERIMENT_NAME = "Default"
 _TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 _MAX_REMEMBERED_TRACES = 100_000
 _MAX_CACHED_RUNS = 16
-
-
-def resolve_tracking_uri(tracking_uri: str | None) -> str:
-    """Argument > ``MLFLOW_TRACKING_URI`` > ``sqlite:///mlflow.db`` (MLflow's own default)."""
-    return tracking_uri or _config.env_str(_config.MLFLOW_TRACKING_URI) or (
-        _config.DEFAULT_TRACKING_URI
-    )
 
 
 def resolve_experiment_name(experiment_name: str | None) -> str | None:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -69,10 +68,6 @@ from otel_mlflow._tracing.events import SpanEventCallbacks
 DEFAULT_RUN_TTL_SECONDS = 600.0
 DEFAULT_MAX_OPEN_RUNS = 10_000
 _TRACER_NAME = "otel_mlflow"
-try:
-    _VERSION = version("otel-mlflow")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    _VERSION = "0.0.0"
 
 
 class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
@@ -96,7 +91,9 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
     ) -> None:
         super().__init__()
         provider = tracer_provider or trace_api.get_tracer_provider()
-        self._spans = _span_ops.SpanOps(provider.get_tracer(_TRACER_NAME, _VERSION))
+        self._spans = _span_ops.SpanOps(
+            provider.get_tracer(_TRACER_NAME, _config.package_version())
+        )
         self.capture_content = (
             capture_content
             if capture_content is not None

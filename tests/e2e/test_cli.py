@@ -356,9 +356,10 @@ def test_replay_include_rejected_retries_the_set_aside_traces(
 ) -> None:
     """rejected/ is left alone by a plain replay and retried with --include-rejected."""
     from otel_mlflow import cli
+    from otel_mlflow._common.settings import REPLAY_HTTP_DEFAULTS
     from tests.delivery.test_spool import make_record
 
-    for name, value in cli._REPLAY_HTTP_DEFAULTS.items():
+    for name, value in REPLAY_HTTP_DEFAULTS.items():
         monkeypatch.setenv(name, value)  # main() would set them in this process otherwise
     spool_dir = tmp_path / "spool"
     spool = _spool.Spool(spool_dir, experiment_name="set-aside", link_traces=False)

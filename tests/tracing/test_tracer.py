@@ -31,6 +31,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_mlflow._common import semconv as A
 from otel_mlflow._common import faults as _faults
+from otel_mlflow._common import settings as _config
 from otel_mlflow._tracing.handler import OtelTracer
 from tests._support.fake_models import REASONING_TOKENS, FakeChatModel
 from tests._support.recording import Recorder
@@ -299,10 +300,10 @@ def test_content_off_exports_no_content_anywhere() -> None:
 
 
 def test_content_switch_env_and_argument_priority(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(A.ENV_CAPTURE_MESSAGE_CONTENT, "false")
+    monkeypatch.setenv(_config.CAPTURE_MESSAGE_CONTENT, "false")
     assert OtelTracer(TracerProvider()).capture_content is False
     assert OtelTracer(TracerProvider(), capture_content=True).capture_content is True
-    monkeypatch.delenv(A.ENV_CAPTURE_MESSAGE_CONTENT)
+    monkeypatch.delenv(_config.CAPTURE_MESSAGE_CONTENT)
     assert OtelTracer(TracerProvider()).capture_content is True
 
 
