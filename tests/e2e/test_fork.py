@@ -92,3 +92,54 @@ def test_forked_children_trace_and_export_each_trace_once(tmp_path: Path) -> Non
     assert all(run.info.status == "FINISHED" for run in runs)
     assert not [run for run in runs if run.data.tags.get("otel_mlflow.partial") == "true"]
     assert not list((tmp_path / "spool").glob("*.trace.json"))  # nothing left waiting
+
+
+SPOOL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+
+    from otel_mlflow._delivery.spool import Spool
+    from tests.delivery.test_spool import make_record
+
+    spool = Spool(sys.argv[1], tracking_uri="sqlite:///unused.db")
+    spool.put(make_record(1))
+    spool.put(make_record(2))
+    held = spool.claim_next()  # the parent is writing entry 1 when it forks
+    pid = os.fork()
+    if pid == 0:
+        spool.recover()  # must not release the live parent's claim
+        mine = spool.claim_next()
+        again = spool.claim_next()
+        ok = (
+            mine is not None and mine.trace_id == f"{2:032x}" and again is None
+            and f".claim-{os.getpid()}-" in mine.path.name
+        )
+        os._exit(0 if ok else 4)  # dies holding entry 2: a later recover() releases it
+    _, status = os.waitpid(pid, 0)
+    spool.recover()
+    left = spool.claim_next()
+    spool.remove(held)
+    spool.remove(left)
+    print(json.dumps({
+        "child_exit": os.waitstatus_to_exitcode(status),
+        "held": held.trace_id, "released": left.trace_id if left else None,
+        "pending": spool.pending(),
+    }))
+    """
+)
+
+
+def test_forked_child_never_takes_an_entry_the_parent_holds(tmp_path: Path) -> None:
+    script = tmp_path / "spool_scenario.py"
+    script.write_text(SPOOL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "spool")], env=env, capture_output=True,
+        text=True, timeout=120, cwd=Path.cwd(),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The child claimed only entry 2 (under its own pid); after it died holding it, the
+    # parent's recover() gave it back: nothing lost, nothing taken twice.
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "child_exit": 0, "held": f"{1:032x}", "released": f"{2:032x}", "pending": 0,
+    }
