@@ -47,6 +47,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,30 @@ _DROP_LOG_INTERVAL_SECONDS = 10.0
 # set belongs to a spool that was closed (or crashed) here and may be released.
 _live_tokens: set[str] = set()
 _live_lock = threading.Lock()
+
+
+def _reinit_module_in_child() -> None:
+    # A parent thread may have held the lock at fork time; the child starts with a free one.
+    global _live_lock
+    _live_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_module_in_child)
+
+
+def _register_fork_hook(spool: Spool) -> None:
+    """Restart ``spool`` in a forked child, through a weakref (a closed spool is not kept)."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    ref = weakref.ref(spool)
+
+    def _after_in_child() -> None:
+        live = ref()
+        if live is not None:
+            live.restart_in_child()
+
+    os.register_at_fork(after_in_child=_after_in_child)
 
 
 class SpoolRecord(Protocol):
@@ -225,11 +250,26 @@ class Spool:
         self._last_drop_log = 0.0
         with _live_lock:
             _live_tokens.add(self._token)
+        _register_fork_hook(self)
         self._ready = False
         try:
             self._prepare()
         except OSError as exc:
             _faults.report("spool.open", exc)
+
+    def restart_in_child(self) -> None:
+        """After ``os.fork()``, in the child: a fresh lock and a claim suffix of its own.
+
+        The parent's claims keep the parent's pid and token, so the child never releases (and
+        re-writes) an entry the parent is writing, and its own claims are released by a
+        ``recover()`` elsewhere once the child exits; the parent's counters are not inherited.
+        """
+        self._token = uuid.uuid4().hex[:12]
+        self._claim_suffix = f"{_CLAIM_MARK}{os.getpid()}-{self._token}"
+        self._lock = threading.Lock()
+        self._bytes = None
+        with _live_lock:
+            _live_tokens.add(self._token)
 
     # --- setup -------------------------------------------------------------------------------
     def _prepare(self) -> None:

@@ -60,10 +60,12 @@ read, never set, by this module.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,24 @@ _BACKOFF_BASE_SECONDS = 0.25
 _BACKOFF_CAP_SECONDS = 8.0
 
 
+def _register_fork_hook(delivery: Delivery) -> None:
+    """``os.register_at_fork`` through a weakref, as the OTel SDK's ``BatchProcessor`` does: the
+    hook never keeps a ``Delivery`` alive."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    ref = weakref.WeakMethod(delivery.restart_in_child)
+
+    def _after_in_child() -> None:
+        restart = ref()
+        if restart is not None:
+            try:
+                restart()
+            except Exception as exc:  # noqa: BLE001 - never raise into the forking app
+                _faults.report("delivery.fork", exc)
+
+    os.register_at_fork(after_in_child=_after_in_child)
+
+
 class Delivery(Supervisor):
     """Writes records to MLflow off the caller's thread; never raises; see the module doc."""
 
@@ -134,6 +154,7 @@ class Delivery(Supervisor):
         self._open_after = max(int(open_after_failures), 1)
         self._stall = max(float(stall_seconds), 0.1)
         self._error_attempts = max(int(error_attempts), 1)
+        self._error_backoff = error_backoff_seconds
         self._errors = ErrorBackoff(error_backoff_seconds)
         # worker thread -> path of the spool copy shutdown made of its in-flight record
         self._taken_over: dict[int, Path | None] = {}
@@ -155,18 +176,50 @@ class Delivery(Supervisor):
             "submitted": 0, "written": 0, "retries": 0, "spooled": 0, "replayed": 0,
             "rejected": 0, "dropped": 0, "errors": 0,
         }
-        self._threads: list[threading.Thread] = []
-        for index in range(max(int(workers), 1)):
-            thread = threading.Thread(
-                target=self._worker_main, name=f"{name}-{index}", daemon=True
-            )
-            self._threads.append(thread)
+        self._name = name
+        self._n_workers = max(int(workers), 1)
+        self._start_threads()
+        _register_fork_hook(self)
+
+    def _start_threads(self) -> None:
+        self._threads: list[threading.Thread] = [
+            threading.Thread(target=self._worker_main, name=f"{self._name}-{index}", daemon=True)
+            for index in range(self._n_workers)
+        ]
         self._supervisor = threading.Thread(
-            target=self._supervisor_main, name=f"{name}-supervisor", daemon=True
+            target=self._supervisor_main, name=f"{self._name}-supervisor", daemon=True
         )
         for thread in self._threads:
             thread.start()
         self._supervisor.start()
+
+    def restart_in_child(self) -> None:
+        """After ``os.fork()``, in the child (only the forking thread survives there): new queue,
+        locks, events and threads.
+
+        Records queued or in flight in the parent are the parent's to write (its copies live
+        on), so the child starts empty: writing them here too would duplicate runs. Spool
+        entries the parent has claimed keep the parent's claim (``Spool.restart_in_child``).
+        A shut-down ``Delivery`` stays shut down.
+        """
+        self._queue = queue.Queue(maxsize=self._queue.maxsize)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._inflight = {}
+        self._taken_over = {}
+        self._pending = 0
+        self._replaying = False
+        self._replay_wanted = False
+        self._consecutive_failures = 0
+        self._errors = ErrorBackoff(self._error_backoff)
+        self.stats = dict.fromkeys(self.stats, 0)
+        if self._closed:
+            self._stop.set()
+            self._threads = []
+            return
+        self._start_threads()
 
     # --- public ------------------------------------------------------------------------------
     @property

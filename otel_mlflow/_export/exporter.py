@@ -94,6 +94,7 @@ at interpreter exit) drains within min(the caller's timeout -- the SDK passes wh
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -247,12 +248,47 @@ class MlflowSpanExporter(SpanExporter):
         self._assembling = 0
         self._idle = threading.Condition(threading.Lock())
         self._shutdown = False
+        self._start_assembler()
+        with _live_lock:
+            _live.add(self)
+        if hasattr(os, "register_at_fork"):
+            reinit = weakref.WeakMethod(self._restart_in_child)
+
+            def _after_in_child() -> None:
+                if (restart := reinit()) is not None:
+                    restart()
+
+            os.register_at_fork(after_in_child=_after_in_child)
+
+    def _start_assembler(self) -> None:
         self._thread = threading.Thread(
             target=self._assembler_main, name="otel_mlflow-assembler", daemon=True
         )
         self._thread.start()
-        with _live_lock:
-            _live.add(self)
+
+    def _restart_in_child(self) -> None:
+        """After ``os.fork()``, in the child: new locks and assembler thread, empty buffers.
+
+        Only the forking thread survives a fork, so the parent's locks may be held for good and
+        its assembler is gone. The buffered traces are the parent's: the parent writes them, so
+        the child drops its copies (writing them too would duplicate runs) and remembers their
+        ids as written, so their late spans are not written as a second, partial run.
+        ``Delivery`` restarts itself through its own hook (registered before this one).
+        """
+        try:
+            for trace_id in self._buffers:
+                self._mark_done(trace_id)
+            self._buffers = OrderedDict()
+            self._backlog = 0
+            self._assembling = 0
+            self._lock = threading.Lock()
+            self._wake = threading.Condition(self._lock)
+            self._idle = threading.Condition(threading.Lock())
+            self.stats = dict.fromkeys(self.stats, 0)
+            if not self._shutdown:
+                self._start_assembler()
+        except Exception as exc:  # noqa: BLE001 - never raise into the forking app
+            _faults.report("exporter.fork", exc)
 
     # --- SpanExporter ----------------------------------------------------------------------
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -525,6 +561,15 @@ class MlflowSpanExporter(SpanExporter):
                     return False
                 self._idle.wait(min(left, 0.1))
         return True
+
+
+def _reinit_module_in_child() -> None:
+    global _live_lock
+    _live_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_module_in_child)
 
 
 def _pick(value: Any, fallback: Any) -> Any:
