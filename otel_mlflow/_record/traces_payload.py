@@ -10,10 +10,12 @@ attributes where MLflow would otherwise show nothing:
 1. ``mlflow.spanType``: from ``gen_ai.operation.name`` (invoke_workflow -> CHAIN, retrieval ->
    RETRIEVER, ...), else from the LangChain run type. Never overrides a value already present.
 2. ``mlflow.spanInputs`` / ``mlflow.spanOutputs``: the JSON of ``otel_mlflow.input`` /
-   ``otel_mlflow.output`` (chains, tools, retrievers) or, on LLM spans, of
-   ``gen_ai.input.messages`` / ``gen_ai.output.messages``, as structured values so MLflow shows
-   objects, not quoted JSON text. The root span's values become the trace's request / response
-   preview. Absent content (capture off) stays absent.
+   ``otel_mlflow.output`` (chains, tools, retrievers) as structured values so MLflow shows
+   objects, not quoted JSON text. On LLM spans, ``gen_ai.system_instructions`` +
+   ``gen_ai.input.messages`` become ``{"messages": [{"role", "content"}, ...]}`` (system prompt
+   first) and ``gen_ai.output.messages`` ``{"choices": [{"message": ...}]}``: the chat forms
+   MLflow renders as a conversation and extracts plain-text previews from. The root span's values
+   become the trace's request / response preview. Absent content (capture off) stays absent.
 3. ``mlflow.chat.tokenUsage`` on LLM spans: input / output / cache-read tokens and the total as
    the provider reported it (``otel_mlflow.usage.total_tokens``); MLflow would otherwise recompute
    input + output, which undercounts Gemini's thinking tokens.
@@ -134,15 +136,109 @@ def _enrich_span(span: ProtoSpan, present: set[tuple[bytes, bytes]]) -> None:
             _add(span, MLFLOW_SPAN_TYPE, span_type)
 
     is_llm = operation in A.LLM_OPERATIONS
-    in_key = A.GEN_AI_INPUT_MESSAGES if is_llm and A.INPUT not in attrs else A.INPUT
-    out_key = A.GEN_AI_OUTPUT_MESSAGES if is_llm and A.OUTPUT not in attrs else A.OUTPUT
-    if MLFLOW_SPAN_INPUTS not in attrs and (value := _json_attr(attrs.get(in_key))) is not None:
-        _add(span, MLFLOW_SPAN_INPUTS, value)
-    if MLFLOW_SPAN_OUTPUTS not in attrs and (value := _json_attr(attrs.get(out_key))) is not None:
-        _add(span, MLFLOW_SPAN_OUTPUTS, value)
+    if MLFLOW_SPAN_INPUTS not in attrs:
+        if is_llm and A.INPUT not in attrs:
+            value = chat_inputs(
+                _json_attr(attrs.get(A.GEN_AI_INPUT_MESSAGES)),
+                _json_attr(attrs.get(A.GEN_AI_SYSTEM_INSTRUCTIONS)),
+            )
+        else:
+            value = _json_attr(attrs.get(A.INPUT))
+        if value is not None:
+            _add(span, MLFLOW_SPAN_INPUTS, value)
+    if MLFLOW_SPAN_OUTPUTS not in attrs:
+        if is_llm and A.OUTPUT not in attrs:
+            value = chat_outputs(_json_attr(attrs.get(A.GEN_AI_OUTPUT_MESSAGES)))
+        else:
+            value = _json_attr(attrs.get(A.OUTPUT))
+        if value is not None:
+            _add(span, MLFLOW_SPAN_OUTPUTS, value)
 
     if is_llm and MLFLOW_CHAT_USAGE not in attrs and (usage := _token_usage(attrs)):
         _add(span, MLFLOW_CHAT_USAGE, usage)
+
+
+def chat_inputs(messages: Any, system_instructions: Any) -> Any:
+    """GenAI input messages (+ system instructions) -> ``{"messages": [...]}`` in chat format.
+
+    MLflow renders ``{"messages": [{"role", "content"}]}`` as a chat and takes the trace's
+    request preview from the root span's last user message, so a model called directly previews
+    as plain text. The system instructions become the first message (they are not in
+    ``gen_ai.input.messages``). Values not shaped as GenAI messages are returned unchanged.
+    """
+    if not _is_genai_messages(messages):
+        return messages
+    out: list[dict[str, Any]] = []
+    system_text = _parts_text(system_instructions) if isinstance(system_instructions, list) else (
+        system_instructions if isinstance(system_instructions, str) else None
+    )
+    if system_text and not any(m.get("role") == "system" for m in messages):
+        out.append({"role": "system", "content": system_text})
+    out.extend(_chat_message(m) for m in messages)
+    return {"messages": out}
+
+
+def chat_outputs(messages: Any) -> Any:
+    """GenAI output messages -> ``{"choices": [...]}``, MLflow's chat-completion response form."""
+    if not _is_genai_messages(messages):
+        return messages
+    choices = []
+    for index, message in enumerate(messages):
+        choice: dict[str, Any] = {"index": index, "message": _chat_message(message)}
+        if message.get("finish_reason") is not None:
+            choice["finish_reason"] = message["finish_reason"]
+        choices.append(choice)
+    return {"choices": choices}
+
+
+def _is_genai_messages(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(m, Mapping) and "role" in m and isinstance(m.get("parts"), list) for m in value
+    )
+
+
+def _parts_text(parts: Sequence[Any]) -> str:
+    texts = [
+        str(p.get("content", ""))
+        for p in parts
+        if isinstance(p, Mapping) and p.get("type") == "text"
+    ]
+    return "\n".join(texts)
+
+
+def _chat_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """One GenAI message (role + parts) -> one chat message (role + content, tool calls)."""
+    parts = message.get("parts") or []
+    role = message.get("role")
+    chat: dict[str, Any] = {"role": role, "content": _parts_text(parts)}
+    tool_calls = []
+    for part in parts:
+        if not isinstance(part, Mapping):
+            continue
+        kind = part.get("type")
+        if kind == "tool_call":
+            arguments = part.get("arguments")
+            tool_calls.append({
+                "id": part.get("id"),
+                "type": "function",
+                "function": {
+                    "name": part.get("name"),
+                    "arguments": arguments if isinstance(arguments, str)
+                    else json.dumps(arguments, ensure_ascii=False, default=str),
+                },
+            })
+        elif kind == "tool_call_response":
+            chat["role"] = "tool"
+            chat["tool_call_id"] = part.get("id")
+            response = part.get("response")
+            chat["content"] = response if isinstance(response, str) else json.dumps(
+                response, ensure_ascii=False, default=str
+            )
+    if tool_calls:
+        chat["tool_calls"] = tool_calls
+    if message.get("name"):
+        chat["name"] = message["name"]
+    return chat
 
 
 def _token_usage(attrs: Mapping[str, AnyValue]) -> dict[str, int]:

@@ -279,8 +279,9 @@ def test_trace_is_in_the_traces_view_linked_to_the_run(client: MlflowClient) -> 
     assert by_name["invoke_workflow RunnableSequence"].inputs == {"question": QUESTION}
     chat = by_name["chat gemini-2.5-flash"]
     assert chat.span_type == "CHAT_MODEL"
-    assert chat.inputs[0]["parts"][0]["content"] == QUESTION
-    assert chat.outputs[0]["parts"][0]["content"] == "晴れ"
+    assert chat.inputs == {"messages": [{"role": "user", "content": QUESTION}]}
+    assert chat.outputs == {"choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": "晴れ"}}]}
     assert chat.parent_id == by_name["invoke_workflow RunnableSequence"].span_id
     assert by_name["execute_tool get_weather"].span_type == "TOOL"
     assert by_name["execute_tool get_weather"].inputs == {"city": "東京"}
@@ -374,7 +375,9 @@ def test_real_chain_trace_matches_the_runs_span_tree(client: MlflowClient, tmp_p
     chat = next(s for s in trace.data.spans if s.name.startswith("chat "))
     assert chat.span_type == "CHAT_MODEL"
     assert "晴れです" in json.dumps(chat.outputs, ensure_ascii=False)
-    assert QUESTION in json.dumps(chat.inputs, ensure_ascii=False)
+    # The system prompt is the first message of the chat inputs MLflow renders.
+    assert chat.inputs["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert chat.inputs["messages"][-1] == {"role": "user", "content": QUESTION}
     usage = chat.attributes["mlflow.chat.tokenUsage"]
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] + REASONING_TOKENS
     assert usage["total_tokens"] == run.data.metrics["tokens.total"]
@@ -382,6 +385,37 @@ def test_real_chain_trace_matches_the_runs_span_tree(client: MlflowClient, tmp_p
     root = next(s for s in trace.data.spans if s.parent_id is None)
     assert root.span_type == "CHAIN"
     assert root.inputs == {"question": QUESTION}
+
+
+def test_model_called_directly_previews_as_plain_text(client: MlflowClient, tmp_path: Path) -> None:
+    # A chat model as the root (llm.invoke, as the seed does): MLflow takes the previews from the
+    # root span's inputs / outputs, which must read as the user's and the model's text.
+    experiment_name = f"direct-{mlflow.utils.time.get_current_time_millis()}"
+    provider = TracerProvider()
+    provider.add_span_processor(
+        SimpleSpanProcessor(
+            MlflowSpanExporter(client.tracking_uri, experiment_name, grace_seconds=0.05,
+                               spool_dir=str(tmp_path / "spool"))
+        )
+    )
+    try:
+        reply = FakeChatModel(responses=["晴れです"]).invoke(
+            [("system", "Answer in Japanese."), ("human", QUESTION)],
+            config={"callbacks": [OtelTracer(provider)]},
+        )
+        assert reply.content == "晴れです"
+        assert otel_mlflow.flush(60)
+    finally:
+        provider.shutdown()
+    experiment = client.get_experiment_by_name(experiment_name)
+    (found,) = client.search_traces(locations=[experiment.experiment_id])
+    assert found.info.request_preview == QUESTION
+    assert found.info.response_preview == "晴れです"
+    (root,) = [s for s in client.get_trace(found.info.trace_id).data.spans if s.parent_id is None]
+    assert root.inputs["messages"] == [
+        {"role": "system", "content": "Answer in Japanese."},
+        {"role": "user", "content": QUESTION},
+    ]
 
 
 # --- a server with MLflow's basic auth: credentials only from MLFLOW_TRACKING_USERNAME/PASSWORD --
