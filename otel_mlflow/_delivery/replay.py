@@ -1,7 +1,7 @@
 """One replay pass over the spool, straight to MLflow (``otel-mlflow replay``).
 
-Separate from ``_spool`` (the on-disk store) because it writes through ``_delivery``'s error
-classification and ``_mlflow_writer``; the exporter's own automatic replay lives in ``_delivery``.
+Separate from ``spool`` (the on-disk store) because it writes through ``_sink.runs``; each entry
+is settled by the one replay rule (``replay_entry``), the same the exporter's supervisor uses.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from otel_mlflow._common import faults as _faults
-from otel_mlflow._delivery.workers import ErrorKind, classify_error, write_with_attempt
-from otel_mlflow._delivery.spool import ReplayResult, Spool, resolve_tracking_uri
+from otel_mlflow._delivery.policy import ErrorKind, write_with_attempt
+from otel_mlflow._delivery.replay_entry import Outcome, replay_entry
+from otel_mlflow._delivery.spool import ReplayResult, Spool, SpoolEntry, resolve_tracking_uri
 
 _logger = logging.getLogger(__name__)
 
@@ -54,29 +55,23 @@ def replay(
             entry = spool.claim_next(skip)
             if entry is None:
                 break
-            key = (entry.experiment_name, True if entry.link_traces is None else entry.link_traces)
-            try:
-                write = writers.get(key)
-                if write is None:
-                    write = writers[key] = factory(uri, key[0], key[1])
-                write_with_attempt(write, entry.record, 1)
-            except Exception as exc:  # noqa: BLE001 - classified below, never raised
-                kind = classify_error(exc)
+            result = replay_entry(
+                spool, entry, _entry_writer(entry, writers, factory, uri),
+                describe=_faults.describe,
+            )
+            if result.outcome is Outcome.WRITTEN:
+                written += 1
+            else:
                 failed += 1
-                if kind is ErrorKind.REJECTED:
-                    spool.reject(entry, _faults.describe(exc))
-                else:
-                    spool.release(entry)
+                if result.outcome is not Outcome.REJECTED:
                     skip.add(entry.name)
+                    assert result.error is not None
                     _logger.warning(
                         "otel_mlflow: replay of trace %s failed (%s)",
-                        entry.trace_id, _faults.describe(exc),
+                        entry.trace_id, _faults.describe(result.error),
                     )
-                    if kind in (ErrorKind.TRANSIENT, ErrorKind.AUTH):
+                    if result.kind in (ErrorKind.TRANSIENT, ErrorKind.AUTH):
                         break
-            else:
-                spool.remove(entry)
-                written += 1
             done += 1
             if on_progress is not None:
                 _call_progress(on_progress, done, total)
@@ -85,6 +80,25 @@ def replay(
         rejected = spool.rejected_count()
         spool.close()
     return ReplayResult(written=written, failed=failed, remaining=remaining, rejected=rejected)
+
+
+def _entry_writer(
+    entry: SpoolEntry,
+    writers: dict[tuple[str | None, bool], Callable[..., None]],
+    factory: Callable[[str, str | None, bool], Callable[[Any], None]],
+    uri: str,
+) -> Callable[[Any], None]:
+    """The write for ``entry``'s experiment; the writer is built inside the write, so a failing
+    ``factory`` is classified like a failing write."""
+    key = (entry.experiment_name, True if entry.link_traces is None else entry.link_traces)
+
+    def write(record: Any) -> None:
+        writer = writers.get(key)
+        if writer is None:
+            writer = writers[key] = factory(uri, key[0], key[1])
+        write_with_attempt(writer, record, 1)
+
+    return write
 
 
 def _call_progress(cb: Callable[[int, int | None], None], done: int, total: int | None) -> None:

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from otel_mlflow._common import faults as _faults
-from otel_mlflow._delivery.policy import ErrorBackoff, ErrorKind, classify_error
+from otel_mlflow._delivery.policy import ErrorBackoff, ErrorKind
 from otel_mlflow._delivery.policy import short as _short
 from otel_mlflow._delivery.policy import suppress_instrumentation
-from otel_mlflow._delivery.spool import Spool
+from otel_mlflow._delivery.replay_entry import EntryResult, Outcome, replay_entry
+from otel_mlflow._delivery.spool import Spool, SpoolEntry
 
 _logger = logging.getLogger("otel_mlflow._delivery.workers")
 
@@ -60,28 +61,30 @@ class Supervisor:
         def _done_one(self) -> None: ...
         def _call_write(self, record: Any, attempt: int) -> None: ...
 
-    def _entry_failed_with_error(self, entry: Any, exc: BaseException) -> None:
-        """Release the entry for a later pass, or move it to ``rejected/`` when its unexpected-
-        error attempts are used up (the first one was the worker's own write)."""
+    def _replay_entry(self, entry: SpoolEntry) -> EntryResult:
+        """Settle one claimed entry by the one replay rule (``replay_entry``), then count it."""
         assert self._spool is not None
-        _faults.report("delivery.replay", exc)
-        failures = self._note_error(entry.name)
-        if failures >= self._error_attempts:
+        result = replay_entry(
+            self._spool, entry, self._write_first_attempt,
+            note_error=self._note_replay_error, error_attempts=self._error_attempts,
+        )
+        if result.outcome is Outcome.WRITTEN:
+            self._errors.forget(entry.name)
+            with self._lock:
+                self.stats["replayed"] += 1
+        elif result.outcome is Outcome.REJECTED and result.kind is ErrorKind.ERROR:
+            # Its unexpected-error attempts are used up (the first one was the worker's write).
             self._errors.forget(entry.name)
             with self._lock:
                 self.stats["rejected"] += 1
-            self._spool.reject(
-                entry, f"{_short(exc)}; failed {failures} times with an unexpected error"
-            )
-        else:
-            self._spool.release(entry)
+        return result
 
-    def _entry_written(self, entry: Any) -> None:
-        assert self._spool is not None
-        self._spool.remove(entry)
-        self._errors.forget(entry.name)
-        with self._lock:
-            self.stats["replayed"] += 1
+    def _write_first_attempt(self, record: Any) -> None:
+        self._call_write(record, 1)
+
+    def _note_replay_error(self, name: str, exc: BaseException) -> int:
+        _faults.report("delivery.replay", exc)
+        return self._note_error(name)
 
     def _supervisor_main(self) -> None:
         suppress_instrumentation()
@@ -163,20 +166,11 @@ class Supervisor:
             entry = self._spool.claim_next(self._errors.waiting())
             if entry is None:
                 return True
-            try:
-                self._call_write(entry.record, 1)
-            except Exception as exc:  # noqa: BLE001 - classified below
-                kind = classify_error(exc)
-                if kind is ErrorKind.REJECTED:
-                    self._spool.reject(entry, _short(exc))
-                    return True  # MLflow answered: it is up
-                if kind is ErrorKind.ERROR:
-                    # Not an outage (a bug or a bad record): do not keep the circuit open on it.
-                    self._entry_failed_with_error(entry, exc)
-                    return True
-                self._spool.release(entry)
-                raise
-            self._entry_written(entry)
+            result = self._replay_entry(entry)
+            if result.outcome is Outcome.RELEASED and result.error is not None:
+                raise result.error  # an outage: the probe failed
+            # Written, or MLflow answered (rejected), or not an outage (a bug or a bad record):
+            # do not keep the circuit open on it.
             return True
         except Exception as exc:  # noqa: BLE001 - a failed probe keeps the circuit open
             _logger.debug("otel_mlflow: MLflow probe failed: %s", _short(exc))
@@ -195,21 +189,14 @@ class Supervisor:
                 entry = spool.claim_next(skip)
                 if entry is None:
                     break
-                try:
-                    self._call_write(entry.record, 1)
-                except Exception as exc:  # noqa: BLE001 - classified below
-                    kind = classify_error(exc)
-                    if kind is ErrorKind.REJECTED:
-                        spool.reject(entry, _short(exc))
-                        continue
-                    skip.add(entry.name)
-                    if kind is ErrorKind.ERROR:
-                        self._entry_failed_with_error(entry, exc)
-                        continue
-                    spool.release(entry)
-                    self._open_circuit(exc, log=kind is ErrorKind.TRANSIENT)
-                    break
-                self._entry_written(entry)
+                result = self._replay_entry(entry)
+                if result.outcome is Outcome.WRITTEN or result.kind is ErrorKind.REJECTED:
+                    continue
+                skip.add(entry.name)
+                if result.outcome is not Outcome.RELEASED or result.error is None:
+                    continue  # an unexpected error: backoff, or rejected/ when used up
+                self._open_circuit(result.error, log=result.kind is ErrorKind.TRANSIENT)
+                break
         finally:
             with self._idle:
                 self._replaying = False
