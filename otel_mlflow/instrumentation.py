@@ -19,7 +19,9 @@ each registered hook for a handler and adds it as an inheritable handler. The ho
 object with the ``ContextVar`` ``get()`` interface whose value is process-wide, not per context:
 a real ``ContextVar`` set in one thread is invisible in threads started earlier or in executor
 threads, and tracing "every run" must include those. The hook is registered once per process
-(LangChain has no way to unregister); ``uninstrument()`` empties the slot, which turns it off.
+(LangChain has no way to unregister); ``uninstrument()`` empties the slot, which turns it off,
+and puts back every LangChain method that ``_tracing.model_context`` patched (the originals are
+restored by identity; a tracer constructed later patches them again).
 
 Dedupe: the hook adds the instrumentor's ``OtelTracer`` only when the run's callbacks hold no
 ``OtelTracer`` yet, so a user who also passes a tracer explicitly (for example the one from
@@ -40,6 +42,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
+from otel_mlflow._tracing import model_context as _model_context
 from otel_mlflow._tracing.handler import OtelTracer
 
 _INSTRUMENTS = ("langchain-core >= 1.0",)
@@ -102,7 +105,15 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 kwargs.get("tracer_provider"), capture_content=kwargs.get("capture_content")
             )
         _register_hook_once()
+        # The tracer's constructor installed the model wrappers; after an uninstrument() a
+        # reused tracer must install them again (and be looked up again).
+        _model_context.register(tracer)
         _slot.set(tracer)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        tracer = _slot.get()
         _slot.set(None)
+        # Put every patched LangChain method back (callback-only tracers made later re-install).
+        if tracer is not None:
+            _model_context.unregister(tracer)
+        _model_context.uninstall()

@@ -70,6 +70,11 @@ DEFAULT_MAX_OPEN_RUNS = 10_000
 _TRACER_NAME = "otel_mlflow"
 
 
+def _is_stream_placeholder(inputs: Any) -> bool:
+    """LangChain's start input for a streamed chain (``_transform_stream_with_config``)."""
+    return type(inputs) is dict and len(inputs) == 1 and inputs.get("input") == ""
+
+
 class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
     """LangChain callback handler emitting OpenTelemetry GenAI spans (see the module docstring)."""
 
@@ -315,16 +320,22 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
                     attrs[A.GEN_AI_AGENT_NAME] = cls.agent_name
             text = None
             pending: Pending = []
+            late = False
             if self.capture_content:
-                if parent is not None and inputs is parent.in_obj and parent.in_json is not None:
+                if _is_stream_placeholder(inputs):
+                    late = True  # the real input comes with the end callback
+                elif parent is not None and inputs is parent.in_obj and parent.in_json is not None:
                     text = parent.in_json
                 else:
                     text = capture(self._lazy(), self._content.value, inputs,
                                    parent.memo if parent else None, None, 2)
-                put(attrs, pending, A.INPUT, text)
+                if not late:
+                    put(attrs, pending, A.INPUT, text)
             run = self._open(run_id, cls.span_name, cls.kind, attrs, now, A.RUN_CHAIN, meta, parent,
                              pending)
             run.compose = cls.compose
+            if late:
+                run.late_in = inputs
             if text is not None and (run.compose or type(inputs) is str):
                 run.in_obj = inputs
                 run.in_json = text
@@ -350,6 +361,8 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
                     attrs: dict[str, Any] = {}
                     pending: Pending = []
                     put(attrs, pending, A.OUTPUT, text)
+                    if run.late_in is not None:
+                        self._late_input(run, kwargs.get("inputs"), attrs, pending)
                     self._end_attrs(run, attrs, pending)
                     parent = run.parent
                     if parent is not None and (parent.compose or type(outputs) is str):
@@ -360,8 +373,25 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_chain_end", exc)
 
+    def _late_input(self, run: RunState, inputs: Any, attrs: dict[str, Any],
+                    pending: Pending) -> None:
+        """A streamed run's input: the real one LangChain passes at end, else the placeholder."""
+        value = run.late_in if inputs is None else inputs
+        run.late_in = None
+        put(attrs, pending, A.INPUT,
+            capture(self._lazy(), self._content.value, value, run.memo, None, 2))
+
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         try:
+            run = self._runs.get(run_id)
+            if run is not None and run.late_in is not None and run.span is not None:
+                try:
+                    attrs: dict[str, Any] = {}
+                    pending: Pending = []
+                    self._late_input(run, kwargs.get("inputs"), attrs, pending)
+                    self._end_attrs(run, attrs, pending)
+                except Exception as exc:  # noqa: BLE001 - the error must still be recorded
+                    report("tracer.on_chain_error", exc)
             self._fail(run_id, error)
         except Exception as exc:  # noqa: BLE001
             report("tracer.on_chain_error", exc)

@@ -8,7 +8,9 @@ there would land in the wrong context or leak). Something must therefore make th
 exactly around the model's provider call, in the thread and context that makes the call.
 
 Mechanism: a few LangChain methods that bracket the provider call are wrapped once, at class level,
-when the first ``OtelTracer`` registers (:func:`register`; idempotent, :func:`uninstall` restores):
+when the first ``OtelTracer`` registers (:func:`register` calls :func:`install`, idempotent);
+:func:`uninstall` puts every recorded original back (``LangChainInstrumentor().uninstrument()``
+calls it; a tracer made or instrumented later installs them again):
 
 1. ``BaseChatModel._generate_with_cache`` / ``_agenerate_with_cache`` (``invoke``, ``batch``,
    ``generate``, ``ainvoke``, ``abatch``; also streamed-invoke paths, which run inside them) and
@@ -70,7 +72,10 @@ class SpanSource(Protocol):
 _lock = threading.Lock()
 # Copy-on-write tuple: readers on the hot path iterate it without taking the lock.
 _sources: tuple[weakref.ref[SpanSource], ...] = ()
+# Owned patches: (class, method name) -> the original it replaced / the wrapper installed.
 _originals: dict[tuple[type, str], Any] = {}
+_wrappers: dict[tuple[type, str], Any] = {}
+_MARK = "_otel_mlflow_model_context"
 
 
 def register(source: SpanSource) -> None:
@@ -403,25 +408,49 @@ def _targets() -> list[tuple[type, str, Callable[[Callable[..., Any]], Callable[
     ]
 
 
-def install() -> None:
-    """Wrap the LangChain methods listed in the module docstring (idempotent, thread-safe)."""
+def install() -> bool:
+    """Wrap the LangChain methods listed in the module docstring (idempotent, thread-safe).
+
+    This module owns the patches: every original is recorded before it is replaced, and
+    :func:`uninstall` puts each one back. Returns True when this call patched something.
+    """
     with _lock:
         if _originals:
-            return
+            return False
         for cls, name, wrap in _targets():
             original = cls.__dict__.get(name)
             if original is None:  # not in this langchain-core version
                 continue
+            # A wrapper left by an earlier copy of this module (e.g. a reload) is not an original.
+            while getattr(original, _MARK, False) and hasattr(original, "__wrapped__"):
+                original = original.__wrapped__
+            wrapper = wrap(original)
+            setattr(wrapper, _MARK, True)
             _originals[(cls, name)] = original
-            setattr(cls, name, wrap(original))
+            _wrappers[(cls, name)] = wrapper
+            setattr(cls, name, wrapper)
+        return bool(_originals)
 
 
 def uninstall() -> None:
-    """Restore the original LangChain methods (tests; registered tracers stay registered)."""
+    """Put every recorded original back (registered tracers stay registered, unused).
+
+    A method that someone else re-patched over our wrapper is left to them (restoring it would
+    drop their patch); that is reported as a fault.
+    """
     with _lock:
-        for (cls, name), original in _originals.items():
-            setattr(cls, name, original)
+        for key, original in _originals.items():
+            cls, name = key
+            try:
+                if cls.__dict__.get(name) is _wrappers.get(key):
+                    setattr(cls, name, original)
+                else:
+                    _faults.report("model_context.uninstall", RuntimeError(
+                        f"{cls.__name__}.{name} was re-patched; left as is"))
+            except Exception as exc:  # noqa: BLE001
+                _faults.report("model_context.uninstall", exc)
         _originals.clear()
+        _wrappers.clear()
 
 
 def installed() -> bool:

@@ -32,6 +32,7 @@ class RunState:
     __slots__ = (
         "span", "anchor", "ctx", "start_ns", "first_token_ns", "run_type", "meta", "parent",
         "compose", "in_obj", "in_json", "out_obj", "out_json", "rid", "memo", "attrs",
+        "late_in",
     )
 
     def __init__(
@@ -67,6 +68,10 @@ class RunState:
         # The span's own attribute dict when the tracer may write its end values straight into
         # it (``_span_ops.SpanOps.start``), else None.
         self.attrs: dict[str, Any] | None = None
+        # A streamed chain starts with LangChain's placeholder input (``{"input": ""}``) and gets
+        # its real input at end (``on_chain_end(..., inputs=...)``): the placeholder is kept
+        # here and the input attribute written at end, else None.
+        self.late_in: Any = None
 
 
 class RunMap:

@@ -165,3 +165,76 @@ def test_given_tracer_is_used_as_is(pipeline: Pipeline, instrumentor: LangChainI
     chain().invoke({"topic": "secret"})
     (chat,) = pipeline.chat_spans()
     assert A.GEN_AI_INPUT_MESSAGES not in chat.attributes  # the given tracer's content switch
+
+
+# --- the model wrappers (``_tracing.model_context``) are owned and put back ---------------------
+def _patched_methods() -> dict[tuple[type, str], Any]:
+    from otel_mlflow._tracing import model_context
+
+    return {(cls, name): cls.__dict__[name] for cls, name, _ in model_context._targets()
+            if name in cls.__dict__}
+
+
+def test_uninstrument_puts_every_original_langchain_method_back(
+    pipeline: Pipeline, instrumentor: LangChainInstrumentor
+) -> None:
+    instrumentor.instrument(tracer_provider=pipeline.provider)
+    wrapped = _patched_methods()
+    assert len(wrapped) >= 8
+    originals = {key: fn.__wrapped__ for key, fn in wrapped.items()}  # each one is our wrapper
+    for fn in originals.values():  # the originals are LangChain's own functions
+        assert fn.__module__.startswith("langchain_core.")
+    instrumentor.uninstrument()
+    after = _patched_methods()
+    assert after.keys() == originals.keys()
+    for key, fn in after.items():
+        assert fn is originals[key], key
+        assert not hasattr(fn, "__wrapped__")
+
+
+def test_instrument_uninstrument_instrument_traces_again_with_the_wrappers(
+    pipeline: Pipeline, instrumentor: LangChainInstrumentor
+) -> None:
+    tracer = OtelTracer(pipeline.provider)
+    instrumentor.instrument(tracer=tracer)
+    first = _patched_methods()
+    instrumentor.uninstrument()
+    assert all(not hasattr(fn, "__wrapped__") for fn in _patched_methods().values())
+    chain().invoke({"topic": "off"})
+    assert pipeline.chat_spans() == []
+    instrumentor.instrument(tracer=tracer)  # the same tracer again: wrappers back, spans again
+    again = _patched_methods()
+    assert again.keys() == first.keys()
+    assert all(fn.__wrapped__ is first[key].__wrapped__ for key, fn in again.items())
+    assert "".join(chain().stream({"topic": "on again"})).startswith("echo:")
+    chain().invoke({"topic": "invoke"})
+    assert len(pipeline.chat_spans()) == 2
+    from otel_mlflow._tracing import model_context
+
+    assert any(ref() is tracer for ref in model_context._sources)
+
+
+def test_a_method_re_patched_by_someone_else_is_left_to_them(
+    pipeline: Pipeline, instrumentor: LangChainInstrumentor
+) -> None:
+    from langchain_core.language_models.chat_models import BaseChatModel
+
+    from otel_mlflow._common import faults
+
+    instrumentor.instrument(tracer_provider=pipeline.provider)
+    ours = BaseChatModel.__dict__["astream"]
+
+    def theirs(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return ours(self, *args, **kwargs)
+
+    BaseChatModel.astream = theirs  # type: ignore[method-assign]
+    before = faults.fault_counts().get("model_context.uninstall", 0)
+    try:
+        instrumentor.uninstrument()
+        assert BaseChatModel.__dict__["astream"] is theirs
+        assert faults.fault_counts().get("model_context.uninstall", 0) == before + 1
+        original = ours.__wrapped__
+        assert BaseChatModel.__dict__["stream"] is _patched_methods()[(BaseChatModel, "stream")]
+        assert not hasattr(BaseChatModel.__dict__["stream"], "__wrapped__")
+    finally:
+        BaseChatModel.astream = original  # type: ignore[method-assign]
