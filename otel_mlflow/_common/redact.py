@@ -73,8 +73,11 @@ def _value_patterns(json_text: bool) -> tuple[str, ...]:
             return rf'(?:[^\s"\\{extra}]|\\\\|\\b|\\u00(?:0[0-7ef]|1[0-9ab]))'
 
         quote = r"(?:\\?[\"'])?"
-        # A word start also follows an escaped control character such as "\n".
-        word = r"(?:\b|(?<=\\[tnrfb])|(?<=\\u00[0-9a-f]{2}))"
+        # A word start also follows an escaped control character such as "\n", but not an
+        # escaped backslash followed by a letter (JSON "\\b" is a backslash and "b": no boundary):
+        # the escape's backslash must be preceded by an even number of backslashes (0 or 2 here).
+        word = (rf"(?:\b|(?<=(?<!\\)\\[tnrfb])|(?<=(?<!\\)\\\\\\[tnrfb])"
+                rf"|(?<=(?<!\\)\\u00[0-9a-f]{{2}})|(?<=(?<!\\)\\\\\\u00[0-9a-f]{{2}}))")
     else:
         body = r"[\s\S]"
         end = r"\Z"

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -410,6 +410,9 @@ _tricky = st.lists(_tricky_piece, max_size=8).map("".join)
 @settings(max_examples=300, deadline=None)
 @given(value=st.one_of(_tricky, st.lists(_tricky, max_size=3),
                        st.dictionaries(st.text(max_size=5), _tricky, max_size=3)))
+@example(value=["\\bpassword:0000"])  # a backslash, then "b": no word start before "password"
+@example(value=["\bpassword:0000"])  # a backspace: a word start, so the pair is redacted
+@example(value=["\\\bpassword:0000"])  # a backslash, then a backspace
 def test_property_json_text_redaction_handles_escapes(value: Any) -> None:
     """Escaped quotes, backslashes and control characters: same redaction, still valid JSON."""
     EXAMPLES["count"] += 1
