@@ -10,6 +10,7 @@ rule and the package version lookup; each component documents which of them it r
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 from importlib.metadata import PackageNotFoundError, version
@@ -69,6 +70,10 @@ MAX_ATTRIBUTE_CHARS = "OTEL_MLFLOW_MAX_ATTRIBUTE_CHARS"  # cap for one JSON cont
 DEFER_CONTENT = "OTEL_MLFLOW_DEFER_CONTENT"  # tracer: content JSON written on first read of a span
 REDACT_KEYS = "OTEL_MLFLOW_REDACT_KEYS"  # comma-separated extra key regexes
 REDACT_PATTERNS = "OTEL_MLFLOW_REDACT_PATTERNS"  # comma-separated extra value regexes
+# exporter: user price map overriding genai-prices, JSON text or the path of a JSON file
+PRICES = "OTEL_MLFLOW_PRICES"
+# log_feedback: how long feedback for a trace not yet in MLflow is held before it is dropped
+FEEDBACK_HOLD_SECONDS = "OTEL_MLFLOW_FEEDBACK_HOLD_SECONDS"
 
 # Defaults shared by more than one component (exporter and delivery).
 # Writer threads: MLflow requests are I/O-bound; 4 measured faster than 2 or 8 against a local
@@ -131,6 +136,31 @@ def env_list(name: str) -> list[str]:
     if value is None:
         return []
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def env_price_map(name: str = PRICES) -> dict[str, object] | None:
+    """The user price map from ``name``: JSON text (``{...}``) or the path of a JSON file.
+
+    None when unset; a value that cannot be read or parsed is logged and ignored (the table's
+    prices stay in force), never raised.
+    """
+    value = env_str(name)
+    if value is None:
+        return None
+    try:
+        if value.lstrip().startswith("{"):
+            text = value
+        else:
+            with open(os.path.expanduser(value), encoding="utf-8") as handle:
+                text = handle.read()
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (OSError, ValueError) as exc:
+        _logger.warning("otel_mlflow: %s is neither a JSON object nor a readable JSON file (%s); "
+                        "ignored", name, exc)
+        return None
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:

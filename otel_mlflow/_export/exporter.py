@@ -75,6 +75,8 @@ Configuration (constructor argument > environment variable > default, resolved o
 - ``max_buffered_traces``: ``OTEL_MLFLOW_MAX_BUFFERED_TRACES``, default 2,000 (back-pressure).
 - ``max_spans_per_trace``: ``OTEL_MLFLOW_MAX_SPANS_PER_TRACE``, default 10,000.
 - ``workers``: ``OTEL_MLFLOW_WORKERS``, default 4 writer threads.
+- ``prices``: ``OTEL_MLFLOW_PRICES`` (JSON text or a JSON file path), per-model prices that
+  override genai-prices' table (``otel_mlflow._record.cost``).
 - ``spool_dir``, ``spool_max_bytes``, ``shutdown_timeout_seconds``,
   ``retry_max_seconds``: ``OTEL_MLFLOW_SPOOL_DIR`` etc., passed to ``Delivery`` / ``Spool``.
 
@@ -99,7 +101,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +116,7 @@ from otel_mlflow._common.settings import (
 )
 
 from otel_mlflow._common import faults as _faults
+from otel_mlflow._export.prices import resolve_price_table
 from otel_mlflow._record import (
     TraceRecord,
     build_record,
@@ -183,6 +186,7 @@ class MlflowSpanExporter(SpanExporter):
         retry_max_seconds: float | None = None,
         parent_wait_seconds: float | None = None,
         write: Callable[..., None] | None = None,
+        prices: Mapping[str, Any] | None = None,
     ) -> None:
         """Resolve every setting once; cheap (no network: MLflow is reached from the workers).
 
@@ -218,6 +222,7 @@ class MlflowSpanExporter(SpanExporter):
         retry_max = _pick(retry_max_seconds, _config.env_float(
             _config.RETRY_MAX_SECONDS, DEFAULT_RETRY_MAX_SECONDS))
 
+        self.prices = resolve_price_table(prices)
         self.writer = None
         if write is None:
             self.writer = MlflowWriter(self.tracking_uri, self.experiment_name, self.link_traces)
@@ -519,6 +524,7 @@ class MlflowSpanExporter(SpanExporter):
                         partial=item.partial,
                         dropped_spans=item.dropped,
                         encode=self.link_traces,
+                        prices=self.prices,
                     )
                 except Exception as exc:  # noqa: BLE001
                     counts["failed"] += 1

@@ -10,6 +10,7 @@ names so callers need one import:
 - ``otel_mlflow._record.span_facts``: ids as hex, root choice, span kinds and times;
 - ``otel_mlflow._record.llm_table``: LLM spans -> ``llm_calls.json`` rows (readable message text);
 - ``otel_mlflow._record.span_tree``: spans -> the nested ``span_tree.json`` nodes;
+- ``otel_mlflow._record.cost``: LLM token usage -> USD (genai-prices + user overrides);
 - ``otel_mlflow._record.build``: ``build_record`` (tags, params, metrics) and ``encode_otlp``.
 
 All of them are pure: no MLflow import, no I/O. The schema itself is documented in
@@ -18,13 +19,18 @@ All of them are pure: no MLflow import, no I/O. The schema itself is documented 
 
 from __future__ import annotations
 
-from otel_mlflow._record.llm_table import messages_text, table_row
+from otel_mlflow._record.cost import Cost, PriceTable, normalize_prices
+from otel_mlflow._record.llm_table import messages_text, request_text, table_row
 from otel_mlflow._record.build import build_record, encode_otlp, tag_key
 from otel_mlflow._record.schema import (
     ARTIFACT_TABLE,
     ARTIFACT_TREE,
     ARTIFACT_TREES_DIR,
+    M_COST,
+    M_COST_INPUT,
+    M_COST_OUTPUT,
     M_ERRORS,
+    M_FEEDBACK_PREFIX,
     M_LLM_CALLS,
     M_LLM_DURATION,
     M_LLM_DURATION_MAX,
@@ -49,6 +55,7 @@ from otel_mlflow._record.schema import (
     TAG_DROPPED_SPANS,
     TAG_ERROR_TYPE,
     TAG_LC_METADATA_PREFIX,
+    TAG_LC_RUN_ID,
     TAG_LC_TAGS,
     TAG_LOGGED_ARTIFACTS,
     TAG_MODELS,
@@ -71,14 +78,16 @@ from otel_mlflow._record.model import Table, TraceRecord, merge_batch
 
 __all__ = [
     "ARTIFACT_TABLE", "ARTIFACT_TREE", "ARTIFACT_TREES_DIR",
+    "M_COST", "M_COST_INPUT", "M_COST_OUTPUT", "M_FEEDBACK_PREFIX",
     "M_ERRORS", "M_LLM_CALLS", "M_LLM_DURATION", "M_LLM_DURATION_MAX", "M_LLM_TTFT",
     "M_RETRIEVER_CALLS", "M_SPANS", "M_TOKENS_CACHE_READ", "M_TOKENS_INPUT", "M_TOKENS_OUTPUT",
     "M_TOKENS_REASONING", "M_TOKENS_TOTAL", "M_TOOL_CALLS", "M_TRACE_DURATION",
     "PARAM_MAX_TOKENS", "PARAM_MODEL", "PARAM_TEMPERATURE", "PARAM_TOP_K", "PARAM_TOP_P",
     "STATUS_ERROR", "STATUS_OK", "TABLE_COLUMNS",
-    "TAG_DROPPED_SPANS", "TAG_ERROR_TYPE", "TAG_LC_METADATA_PREFIX", "TAG_LC_TAGS",
+    "TAG_DROPPED_SPANS", "TAG_ERROR_TYPE", "TAG_LC_METADATA_PREFIX", "TAG_LC_RUN_ID", "TAG_LC_TAGS",
     "TAG_LOGGED_ARTIFACTS", "TAG_MODELS", "TAG_PARTIAL", "TAG_PROVIDERS", "TAG_SERVICE_NAME",
     "TAG_STATUS", "TAG_TRACE_COUNT", "TAG_TRACE_ID",
+    "Cost", "PriceTable", "normalize_prices", "request_text",
     "Table", "TraceRecord", "build_record", "build_tree", "choose_root", "encode_otlp",
     "is_langchain_root", "is_trace_root", "merge_batch", "messages_text", "span_id_hex",
     "table_row", "tag_key", "trace_id_hex",

@@ -16,6 +16,7 @@ TAG_PROVIDERS = "otel_mlflow.providers"
 TAG_PARTIAL = "otel_mlflow.partial"
 TAG_DROPPED_SPANS = "otel_mlflow.dropped_spans"
 TAG_TRACE_COUNT = "otel_mlflow.trace_count"  # active-run mode: traces written into the run
+TAG_LC_RUN_ID = "otel_mlflow.langchain.run_id"  # the LangChain root run id (log_feedback)
 TAG_LC_TAGS = "langchain.tags"
 TAG_LC_METADATA_PREFIX = "langchain.metadata."
 TAG_LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # mlflow.utils.mlflow_tags.MLFLOW_LOGGED_ARTIFACTS
@@ -40,12 +41,17 @@ M_TOOL_CALLS = "tool.calls"
 M_RETRIEVER_CALLS = "retriever.calls"
 M_SPANS = "spans"
 M_ERRORS = "errors"
+M_COST = "cost.usd"  # only when at least one LLM call has a price (otel_mlflow._record.cost)
+M_COST_INPUT = "cost.input_usd"
+M_COST_OUTPUT = "cost.output_usd"
+M_FEEDBACK_PREFIX = "feedback."  # feedback.<name>: mean of the trace's numeric feedback values
 
 ARTIFACT_TABLE = "llm_calls.json"
 ARTIFACT_TREE = "span_tree.json"
 ARTIFACT_TREES_DIR = "span_trees"  # active-run mode: span_trees/<first trace id>.json per batch
 
 TABLE_COLUMNS: tuple[str, ...] = (
+    "request",  # first: MLflow's evaluation view groups by the first column
     "trace_id",
     "span_id",
     "name",
@@ -58,6 +64,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "input_tokens",
     "output_tokens",
     "total_tokens",
+    "cost_usd",
     "finish_reason",
 )
 
