@@ -117,7 +117,9 @@ from otel_mlflow._common.settings import (
 
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._export.prices import resolve_price_table
+from otel_mlflow._delivery import feedback as _feedback
 from otel_mlflow._record import (
+    TAG_LC_RUN_ID,
     TraceRecord,
     build_record,
     is_langchain_root,
@@ -530,6 +532,8 @@ class MlflowSpanExporter(SpanExporter):
                     counts["failed"] += 1
                     _faults.report("exporter.build_record", exc)
                     continue
+                _feedback.note(record.tags.get(TAG_LC_RUN_ID), record.trace_id,
+                               record.target_run_id)
                 counts["traces"] += 1
                 counts["partial"] += int(item.partial)
                 counts["dropped_spans"] += item.dropped
@@ -631,7 +635,8 @@ def _flush_providers(providers: Sequence[Any], deadline: float) -> bool:
 
 def flush(timeout_seconds: float = 30.0) -> bool:
     """Drain everything to MLflow: the span processors of the global SDK provider and of every
-    provider ``configure()`` built or extended, then every live exporter.
+    provider ``configure()`` built or extended, then every live exporter, then the feedback
+    held for the traces this process wrote (``log_feedback``).
 
     True when every exporter wrote (or spooled nothing) within the time; never raises.
     """
@@ -639,4 +644,5 @@ def flush(timeout_seconds: float = 30.0) -> bool:
     ok = _flush_providers(_known_providers(), deadline)
     for exporter in live_exporters():
         ok = exporter._drain(deadline) and ok
-    return ok
+    # Feedback (log_feedback) held for the traces just written.
+    return _feedback.drain(max(0.0, deadline - time.monotonic())) and ok
