@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -157,6 +158,9 @@ class PriceTable:
         self.overrides = normalize_prices(overrides)
         self._lock = threading.Lock()
         self._unknown: dict[tuple[str, str | None], None] = {}
+        # genai-prices takes ~0.25 ms per call; identical calls (same model, usage and minute:
+        # time-of-day prices change on the minute at the finest) reuse the figure.
+        self._memo: OrderedDict[tuple[Any, ...], Cost] = OrderedDict()
 
     def cost_of_span(self, span: ReadableSpan) -> Priced | None:
         """The cost of one LLM span (module doc), or None: no model, no usage, no price."""
@@ -197,6 +201,13 @@ class PriceTable:
         with self._lock:
             if key in self._unknown:
                 return None
+        minute = None if when is None else when.replace(second=0, microsecond=0)
+        memo_key = (key, usage, minute)
+        with self._lock:
+            cached = self._memo.get(memo_key)
+            if cached is not None:
+                self._memo.move_to_end(memo_key)
+                return cached
         import genai_prices
 
         gp_usage = genai_prices.Usage(
@@ -212,7 +223,12 @@ class PriceTable:
                 )
             except LookupError:
                 continue
-            return Cost(float(calc.input_price), float(calc.output_price))
+            cost = Cost(float(calc.input_price), float(calc.output_price))
+            with self._lock:
+                self._memo[memo_key] = cost
+                while len(self._memo) > _MAX_CACHED_MODELS:
+                    self._memo.popitem(last=False)
+            return cost
         with self._lock:
             first = not any(known[0] == key[0] for known in self._unknown)
             self._unknown[key] = None

@@ -188,8 +188,10 @@ def test_active_run_feedback_goes_to_the_users_run(
         with mlflow.start_run(experiment_id=exp_id) as active:
             asked = [application.ask(q) for q in ("一つ目", "二つ目")]
         assert otel_mlflow.flush(60)
-        for lc_run_id, score in zip(asked, (1.0, 0.0)):
-            otel_mlflow.log_feedback(lc_run_id, "correct", score).result(timeout=30)
+        # The first through this process's hint, the second as after a restart (trace tag).
+        otel_mlflow.log_feedback(asked[0], "correct", 1.0).result(timeout=30)
+        _delivery.forget_hints()
+        otel_mlflow.log_feedback(asked[1], "correct", 0.0).result(timeout=30)
     finally:
         application.close()
     history = application.client.get_metric_history(active.info.run_id, "feedback.correct")
