@@ -84,7 +84,8 @@ class _Pending:
     attempts: int = 0
     # Set once the assessment is logged: a retry then only redoes the metric (no duplicate).
     located: tuple[Any, Located] | None = None
-    assessment_id: str | None = None
+    assessed: bool = False
+    assessment_id: str | None = None  # None after ``assessed``: the run has no MLflow trace
     last_error: BaseException | None = field(default=None)
 
 
@@ -177,10 +178,11 @@ class FeedbackQueue:
                         break
             if p.located is not None:
                 writer, located = p.located
-                if p.assessment_id is None:
+                if not p.assessed:
                     p.assessment_id = log_assessment(writer, located, item)
-                log_metric(writer, located, item)
-                p.future.set_result(p.assessment_id)
+                    p.assessed = True
+                log_metric(writer, located, item, traced=p.assessment_id is not None)
+                p.future.set_result(p.assessment_id or "")
                 return
         except Exception as exc:  # noqa: BLE001 - MLflow down or failing: retried within the hold
             p.last_error = exc

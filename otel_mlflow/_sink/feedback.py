@@ -14,8 +14,9 @@ Written means: the run is complete (FINISHED / FAILED: the writer sets it last, 
 upload) or, for an active run, the trace is in MLflow. ``locate`` returns None while it is not,
 so the caller holds the feedback and asks again.
 
-``log_assessment(writer, located, feedback)`` logs one MLflow feedback assessment on the trace,
-``log_metric`` then the run metric ``feedback.<name>`` = the mean of every valid numeric (bool: 1 / 0) feedback named
+``log_assessment(writer, located, feedback)`` logs one MLflow feedback assessment on the trace
+(a run written with ``link_traces`` off has no trace: no assessment, a warning), ``log_metric``
+then the run metric ``feedback.<name>`` = the mean of every valid numeric (bool: 1 / 0) feedback named
 ``<name>`` on the run's traces, at step = their count. A value that is not numeric is kept as
 the assessment and gets no metric. Raises on MLflow failures (the caller retries).
 """
@@ -126,10 +127,16 @@ def _trace_exists(client: Any, trace_id: str) -> bool:
     return True
 
 
-def log_assessment(writer: Any, located: Located, item: FeedbackItem) -> str:
-    """Log the feedback assessment on the trace; returns its id."""
+def log_assessment(writer: Any, located: Located, item: FeedbackItem) -> str | None:
+    """Log the feedback assessment on the trace; its id, or None when the run has no MLflow
+    trace (written with ``link_traces`` off: then only the metric is logged)."""
     from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback
 
+    if located.run_id is not None and not _trace_exists(writer.client, located.trace_id):
+        _logger.warning("otel_mlflow: feedback %r on LangChain run %s: its run has no MLflow "
+                        "trace (link_traces off); no assessment, only the %s%s metric",
+                        item.name, item.lc_run_id, M_FEEDBACK_PREFIX, item.name)
+        return None
     source = AssessmentSource(source_type=AssessmentSourceType.HUMAN,
                               source_id=item.source or "otel_mlflow.log_feedback")
     logged = writer.client._tracing_client.log_assessment(  # noqa: SLF001 - no MlflowClient wrapper
@@ -139,8 +146,12 @@ def log_assessment(writer: Any, located: Located, item: FeedbackItem) -> str:
     return str(logged.assessment_id or "")
 
 
-def log_metric(writer: Any, located: Located, item: FeedbackItem) -> None:
-    """Log ``feedback.<name>`` (the mean) on the run, or say once why there is none."""
+def log_metric(writer: Any, located: Located, item: FeedbackItem, *, traced: bool = True) -> None:
+    """Log ``feedback.<name>`` (the mean) on the run, or say once why there is none.
+
+    ``traced=False`` (no MLflow trace, so no assessments to average): the new mean is folded
+    into the metric's latest point (mean, count = step).
+    """
     client = writer.client
     if located.run_id is None:
         _logger.warning("otel_mlflow: feedback %r on LangChain run %s: its MLflow run is not "
@@ -151,11 +162,20 @@ def log_metric(writer: Any, located: Located, item: FeedbackItem) -> None:
                         "or boolean; recorded as an assessment only, no %s%s metric",
                         item.name, item.lc_run_id, item.value, M_FEEDBACK_PREFIX, item.name)
     else:
-        values = _numeric_feedback(client, located, item.name)
-        if values:
-            client.log_metric(located.run_id, M_FEEDBACK_PREFIX + item.name,
-                              sum(values) / len(values), timestamp=int(time.time() * 1000),
-                              step=len(values))
+        key = M_FEEDBACK_PREFIX + item.name
+        if traced:
+            values = _numeric_feedback(client, located, item.name)
+            mean, count = (sum(values) / len(values), len(values)) if values else (None, 0)
+        else:
+            history = client.get_metric_history(located.run_id, key)
+            last = max(history, key=lambda m: m.step, default=None)
+            n = last.step if last is not None else 0
+            value = numeric(item.value) or 0.0
+            mean = ((last.value * n if last is not None else 0.0) + value) / (n + 1)
+            count = n + 1
+        if mean is not None:
+            client.log_metric(located.run_id, key, mean, timestamp=int(time.time() * 1000),
+                              step=count)
 
 
 def _numeric_feedback(client: Any, located: Located, name: str) -> list[float]:

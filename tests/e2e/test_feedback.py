@@ -38,10 +38,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class App:
-    def __init__(self, server: MlflowServer, tmp_path: Path, *, grace: float = 0.05) -> None:
+    def __init__(self, server: MlflowServer, tmp_path: Path, *, grace: float = 0.05,
+                 link_traces: bool = True) -> None:
         self.experiment = f"feedback-{uuid.uuid4().hex[:8]}"
         self.exporter = MlflowSpanExporter(server.url, self.experiment, grace_seconds=grace,
-                                           spool_dir=str(tmp_path / "spool"))
+                                           spool_dir=str(tmp_path / "spool"),
+                                           link_traces=link_traces)
         self.provider = TracerProvider()
         self.provider.add_span_processor(BatchSpanProcessor(self.exporter,
                                                             schedule_delay_millis=50))
@@ -197,3 +199,22 @@ def test_active_run_feedback_goes_to_the_users_run(
     history = application.client.get_metric_history(active.info.run_id, "feedback.correct")
     # The mean over the run's traces.
     assert history[-1].value == 0.5 and history[-1].step == 2
+
+
+def test_without_a_traces_view_link_only_the_metric_is_kept(
+    mlflow_server: MlflowServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    application = App(mlflow_server, tmp_path, link_traces=False)
+    try:
+        lc_run_id = application.ask()
+        assert otel_mlflow.flush(60)
+        with caplog.at_level(logging.WARNING, logger="otel_mlflow._sink.feedback"):
+            assert otel_mlflow.log_feedback(lc_run_id, "stars", 5).result(timeout=30) == ""
+            otel_mlflow.log_feedback(lc_run_id, "stars", 2).result(timeout=30)
+    finally:
+        application.close()
+    run = application.run_of(lc_run_id)
+    history = application.client.get_metric_history(run.info.run_id, "feedback.stars")
+    assert [(h.step, h.value) for h in sorted(history, key=lambda h: h.step)] == [
+        (1, 5.0), (2, 3.5)]
+    assert sum("link_traces off" in r.getMessage() for r in caplog.records) == 2
