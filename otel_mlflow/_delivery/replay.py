@@ -13,9 +13,10 @@ from typing import Any
 
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._common.settings import resolve_tracking_uri
-from otel_mlflow._delivery.policy import ErrorKind, write_with_attempt
+from otel_mlflow._delivery.errors import ErrorKind
 from otel_mlflow._delivery.replay_entry import Outcome, replay_entry
 from otel_mlflow._delivery.spool import ReplayResult, Spool, SpoolEntry
+from otel_mlflow._delivery.write_call import write_with_attempt
 
 _logger = logging.getLogger(__name__)
 

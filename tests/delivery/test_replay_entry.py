@@ -17,7 +17,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, UNAUTHENTICATED
 
-from otel_mlflow._delivery.policy import ErrorKind
+from otel_mlflow._delivery.errors import ErrorKind
 from otel_mlflow._delivery.replay_entry import EntryResult, Outcome, replay_entry
 from otel_mlflow._delivery.spool import REJECTED_DIR, Spool, SpoolEntry
 from tests.delivery.test_spool import entry_files, make_record
