@@ -90,7 +90,7 @@ from otel_mlflow._common.settings import (
     OTLP_TRACES_PROTOCOL,
 )
 from otel_mlflow._export.exporter import MlflowSpanExporter
-from otel_mlflow._export.providers import configured_providers, remember_provider
+from otel_mlflow._export.providers import remember_provider
 from otel_mlflow._export.providers import exporters_of as _exporters
 from otel_mlflow._tracing.handler import OtelTracer
 

@@ -25,7 +25,8 @@ from otel_mlflow._delivery.backoff import ErrorBackoff
 from otel_mlflow._delivery.circuit import Circuit
 from otel_mlflow._delivery.errors import ErrorKind
 from otel_mlflow._delivery.replay_entry import EntryResult, Outcome, replay_entry
-from otel_mlflow._delivery.spool import Spool, SpoolEntry
+from otel_mlflow._delivery.spool import Spool
+from otel_mlflow._delivery.spool_entry import SpoolEntry
 from otel_mlflow._delivery.threads import suppress_instrumentation
 
 _logger = logging.getLogger("otel_mlflow._delivery.workers")

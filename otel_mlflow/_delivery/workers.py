@@ -73,7 +73,6 @@ from otel_mlflow._common.settings import (
     DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
     DEFAULT_WORKERS,
 )
-from otel_mlflow._common.faults import short as _short
 from otel_mlflow._delivery.backoff import ErrorBackoff, retry_delay
 from otel_mlflow._delivery.circuit import Circuit
 from otel_mlflow._delivery.errors import ErrorKind, classify_error

@@ -148,6 +148,7 @@ class MlflowSpanExporter(SpanExporter):
         """
         from otel_mlflow._delivery.spool import Spool
         from otel_mlflow._delivery.workers import Delivery
+        from otel_mlflow._record import TraceRecord
         from otel_mlflow._sink.runs import MlflowWriter
 
         s = self.settings = ExporterSettings.resolve(
@@ -179,6 +180,7 @@ class MlflowSpanExporter(SpanExporter):
             max_bytes=s.spool_max_bytes,
             experiment_name=s.experiment_name,
             link_traces=s.link_traces,
+            loads=TraceRecord.from_json,
         )
         self.delivery = Delivery(
             write,
