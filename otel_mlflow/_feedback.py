@@ -57,7 +57,7 @@ def log_feedback(
         raise TypeError("rationale must be a str")
     if source is not None and not isinstance(source, str):
         raise TypeError("source must be a str")
-    from otel_mlflow._export.exporter import live_exporters
+    from otel_mlflow._export.providers import live_exporters
 
     writers = [e.writer for e in live_exporters() if e.writer is not None]
     item = FeedbackItem(lc_run_id, name, value, rationale, source)
