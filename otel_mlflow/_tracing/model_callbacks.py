@@ -101,7 +101,7 @@ class ModelCallbacks(RunLifecycle):
             self._start_failed("tracer.on_llm_start", exc, run_id, parent_run_id, A.RUN_LLM,
                                kwargs)
 
-    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
         # Hot path while streaming: one dict lookup, one clock read for the first token only.
         try:
             run = self._runs.get(run_id)
