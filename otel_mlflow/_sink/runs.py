@@ -58,6 +58,7 @@ from otel_mlflow._common import settings as _config
 from otel_mlflow._common.settings import resolve_tracking_uri
 
 from otel_mlflow._common import faults as _faults
+from otel_mlflow._sink import fork as _fork
 from otel_mlflow._record import (
     ARTIFACT_TABLE,
     ARTIFACT_TREE,
@@ -116,6 +117,7 @@ class MlflowWriter:
         self._repos: dict[str, Any] = {}
         self._log_trace: Callable[..., None] | None = None
         self._log_trace_missing = False
+        _fork.track_writer(self)
 
     # --- lazily built MLflow objects (never in the app's thread) ---------------------------
     @property
