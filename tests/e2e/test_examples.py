@@ -151,7 +151,7 @@ def test_seed_start_run(tmp_path: Path) -> None:
 def test_ab_versions(tmp_path: Path) -> None:
     proc = run_example("ab_versions.py", tmp_path)
     client, runs = runs_of(tmp_path, "ab-versions-example")
-    assert len(runs) == 8
+    assert len(runs) == 6
     variants = [run.data.tags["langchain.metadata.variant"] for run in runs]
     assert sorted(set(variants)) == ["A", "B"]
     # the same user always gets the same version; every run streamed (TTFT)
@@ -160,7 +160,7 @@ def test_ab_versions(tmp_path: Path) -> None:
                     for run in runs}
     assert temperatures == {"A": "0.2", "B": "0.7"}
     # the compare table the script prints: one row per variant, with its run count
-    table = proc.stdout[proc.stdout.index("experiment 'ab-versions-example': 8 run(s)"):]
+    table = proc.stdout[proc.stdout.index("experiment 'ab-versions-example': 6 run(s)"):]
     rows = {line.split()[0]: line.split() for line in table.splitlines()[4:6]}
     assert set(rows) == {"A", "B"}
     assert {name: int(cells[1]) for name, cells in rows.items()} == \
