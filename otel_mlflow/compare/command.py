@@ -6,15 +6,18 @@
 
 Exit codes: 0 the comparison was printed; 2 bad input (unknown experiment, no runs in the window,
 no run has the ``--by`` key, a bad ``--by`` / ``--since``, plotly missing for ``--html``), one
-line on stderr; 1 MLflow could not be read. The command only reads MLflow; ``--html`` writes its
+line on stderr; 1 MLflow could not be read (MLflow's HTTP client retries briefly meanwhile: the
+``replay`` defaults, set only while reading and only where unset). The command only reads MLflow; ``--html`` writes its
 file atomically (a temporary file renamed over it), so a failed run leaves an older page whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,6 +59,23 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--page-size", type=int, default=None, help=argparse.SUPPRESS)
 
 
+@contextlib.contextmanager
+def _http_defaults() -> Iterator[None]:
+    """``replay``'s short MLflow HTTP retry defaults while reading, unless set; restored after.
+
+    Scoped, so ``cli.main(["compare", ...])`` called inside an app or a test leaves the
+    process's environment as it found it.
+    """
+    added = [name for name in _settings.REPLAY_HTTP_DEFAULTS if name not in os.environ]
+    for name in added:
+        os.environ[name] = _settings.REPLAY_HTTP_DEFAULTS[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -92,15 +112,13 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         html_page._plotly()  # fail before reading anything when plotly is missing
         if not html_path.parent.is_dir():
             raise CompareError(f"--html {args.html}: folder {html_path.parent} does not exist")
-    # An unreachable server fails after a short retry, not minutes (this process only).
-    for name, value in _settings.REPLAY_HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
     tracking_uri = _settings.resolve_tracking_uri(args.tracking_uri)
     show_progress = args.progress or (hasattr(err, "isatty") and err.isatty())
-    read = reader.read_runs(experiment, by, tracking_uri=tracking_uri,
-                            since_seconds=since_seconds,
-                            page_size=args.page_size or reader.DEFAULT_PAGE_SIZE,
-                            progress=err if show_progress else None)
+    with _http_defaults():  # an unreachable server fails after a short retry, not minutes
+        read = reader.read_runs(experiment, by, tracking_uri=tracking_uri,
+                                since_seconds=since_seconds,
+                                page_size=args.page_size or reader.DEFAULT_PAGE_SIZE,
+                                progress=err if show_progress else None)
     if not read.runs:
         window = f" since {args.since}" if args.since else ""
         still = f" ({read.skipped_running} still RUNNING)" if read.skipped_running else ""

@@ -335,6 +335,17 @@ def test_an_empty_window_is_reported_not_printed_as_an_empty_table(  # type: ign
     assert code == 0 and f"{V1} " in out  # the run is still there, outside the window only
 
 
+def test_an_unreachable_server_is_one_line_exit_1_and_the_env_is_left_alone(capsys) -> None:  # type: ignore[no-untyped-def]
+    from tests._support.mlflow_server import free_port
+
+    before = dict(os.environ)
+    url = f"http://127.0.0.1:{free_port()}"
+    code, out, err = compare("--experiment", "x", "--tracking-uri", url, capsys=capsys)
+    assert (code, out) == (1, "")
+    assert len(err.splitlines()) == 1 and err.startswith("otel-mlflow compare: cannot read MLflow")
+    assert dict(os.environ) == before  # the short HTTP retry defaults were scoped to the read
+
+
 def test_the_console_script_exits_2_with_one_line(mlflow_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
     script = Path(sys.executable).with_name("otel-mlflow")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
