@@ -18,7 +18,8 @@ Rules, in the order they apply:
 5. **Best value** per column, among groups that have one, only when at least two groups do:
    lowest latency, TTFT, error rate and cost; highest feedback. Ties are all marked. Runs and
    token columns are not ranked (fewer tokens is not better by itself).
-6. **Order.** Groups by run count (most first), then by key; ``(none)`` last.
+6. **Order.** Groups by their first run's start time (the oldest version first, so a new
+   version reads below the one it replaces), then by key; ``(none)`` last.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class RunFacts:
     tags: Mapping[str, str]
     params: Mapping[str, str]
     metrics: Mapping[str, float]
+    start_time: int = 0  # ms since the epoch (MLflow's run start)
 
     def group_key(self, by: GroupBy) -> str:
         value = (self.tags if by.kind == "tag" else self.params).get(by.key)
@@ -263,7 +265,8 @@ def aggregate(runs: Iterable[RunFacts], by: GroupBy,
         )
     columns = BASE_COLUMNS + feedback_columns(runs)
     names = model_names or {}
-    order = sorted(groups, key=lambda key: (key == NONE_GROUP, -len(groups[key]), key))
+    first = {key: min(run.start_time for run in members) for key, members in groups.items()}
+    order = sorted(groups, key=lambda key: (key == NONE_GROUP, first[key], key))
     rows = [_row(key, groups[key], columns, names) for key in order]
     return Comparison(by, columns, tuple(_mark_best(rows, columns)))
 

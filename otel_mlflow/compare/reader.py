@@ -53,7 +53,8 @@ def _facts(run: Any, by: GroupBy) -> RunFacts:
     elif by.kind == "param" and by.key in run.data.params:
         params[by.key] = run.data.params[by.key]
     metrics = {key: value for key, value in run.data.metrics.items() if _kept_metric(key)}
-    return RunFacts(run.info.run_id, run.info.status, kept_tags, params, metrics)
+    return RunFacts(run.info.run_id, run.info.status, kept_tags, params, metrics,
+                    int(run.info.start_time or 0))
 
 
 def _bar(progress: TextIO | None) -> Any:

@@ -174,12 +174,16 @@ def test_errors_come_from_the_status_tag_else_the_run_status(
     assert run("x", otel_status=otel_status, status=mlflow_status).is_error is is_error
 
 
-def test_runs_without_the_key_form_the_none_group_listed_last() -> None:
-    runs = [run(None), run("b"), run("a"), run("a"), run("")]
+def test_groups_in_order_of_their_first_run_and_the_none_group_last() -> None:
+    def at(version: str | None, start: int) -> RunFacts:
+        base = run(version)
+        return RunFacts(base.run_id, base.status, base.tags, base.params, base.metrics, start)
+
+    runs = [at(None, 1), at("new", 50), at("old", 10), at("old", 90), at("", 2), at("mid", 30)]
     comparison = aggregate(runs, BY_VERSION)
-    assert [(row.key, row.runs) for row in comparison.rows] == [("a", 2), ("b", 1),
-                                                                (NONE_GROUP, 2)]
-    assert comparison.runs == 5
+    assert [(row.key, row.runs) for row in comparison.rows] == [("old", 2), ("mid", 1),
+                                                                ("new", 1), (NONE_GROUP, 2)]
+    assert comparison.runs == 6
 
 
 def test_grouping_by_a_param_or_any_tag() -> None:
@@ -187,8 +191,8 @@ def test_grouping_by_a_param_or_any_tag() -> None:
             run(params={"temperature": "0.7"}, trace__duration_ms=2),
             run(params={"temperature": "0.7"}, trace__duration_ms=4)]
     comparison = aggregate(runs, parse_by("param:temperature"))
-    assert [(row.key, row.values["latency_p50_ms"]) for row in comparison.rows] == [("0.7", 3),
-                                                                                 ("0.2", 1)]
+    assert {row.key: row.values["latency_p50_ms"] for row in comparison.rows} == {"0.7": 3,
+                                                                                  "0.2": 1}
     assert comparison.by.label == "param:temperature"
 
 

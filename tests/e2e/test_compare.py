@@ -114,7 +114,7 @@ def test_pipeline_runs_grouped_by_a_metadata_tag(pipeline_runs, mlflow_server,  
     assert code == 0, err
     data = json.loads(out)
     groups = by_key(data)
-    assert list(groups) == ["v2", "v1"]  # most runs first
+    assert list(groups) == ["v1", "v2"]  # in order of their first run
     assert data["runs"] == 9 and data["by"] == "tag:langchain.metadata.variant"
     v1, v2 = groups["v1"], groups["v2"]
     assert (v1["runs"], v1["errors"], v2["runs"], v2["errors"]) == (4, 0, 5, 1)
