@@ -6,6 +6,7 @@ experiment name is reported, never created.
 - ``MlflowClient.search_runs`` is paged (``page_size`` runs per request, MLflow's
   ``page_token``), ordered by start time, active runs only; ``since_seconds`` becomes the filter
   ``attributes.start_time >= <now - since>``.
+- A run seen on two pages (runs written while reading shift MLflow's offset pages) counts once.
 - Runs still ``RUNNING`` (half-written by a retry, or a user's active run) are counted in
   ``skipped_running`` and left out of the figures.
 - Only the tags, params and metrics the comparison reads are kept per run, so memory stays
@@ -97,6 +98,7 @@ def read_runs(experiment: str, by: GroupBy, *, tracking_uri: str,
         filter_string = f"attributes.start_time >= {start_ms}"
     runs: list[RunFacts] = []
     skipped = 0
+    seen: set[str] = set()
     bar = _bar(progress)
     token: str | None = None
     try:
@@ -105,6 +107,9 @@ def read_runs(experiment: str, by: GroupBy, *, tracking_uri: str,
                                       run_view_type=ViewType.ACTIVE_ONLY, max_results=page_size,
                                       order_by=["attributes.start_time ASC"], page_token=token)
             for run in page:
+                if run.info.run_id in seen:  # a run written meanwhile shifted the pages
+                    continue
+                seen.add(run.info.run_id)
                 if run.info.status == "RUNNING":
                     skipped += 1
                 else:
