@@ -6,7 +6,7 @@
 
 Exit codes: 0 the comparison was printed; 2 bad input (unknown experiment, no runs in the window,
 no run has the ``--by`` key, a bad ``--by`` / ``--since``, plotly missing for ``--html``), one
-line on stderr; 1 MLflow could not be read (MLflow's HTTP client retries briefly meanwhile: the
+line on stderr; 1 MLflow could not be read or the page not written (MLflow's HTTP client retries briefly meanwhile: the
 ``replay`` defaults, set only while reading and only where unset). The command only reads MLflow; ``--html`` writes its
 file atomically (a temporary file renamed over it), so a failed run leaves an older page whole.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -78,8 +77,20 @@ def _http_defaults() -> Iterator[None]:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _Failed(Exception):
+    """MLflow could not be read, or the page not written: one line, exit code 1."""
+
+
+def _one_line(what: str, exc: BaseException) -> _Failed:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return _Failed(f"{what}: {type(exc).__name__}: {first}".rstrip(": "))
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -89,9 +100,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except CompareError as exc:
         err.write(f"{PROG}: {exc}\n")
         return 2
-    except Exception as exc:  # MLflow unreachable or refusing: one line, exit 1
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        err.write(f"{PROG}: cannot read MLflow: {type(exc).__name__}: {first}\n")
+    except _Failed as exc:
+        err.write(f"{PROG}: {exc}\n")
         return 1
 
 
@@ -114,11 +124,16 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise CompareError(f"--html {args.html}: folder {html_path.parent} does not exist")
     tracking_uri = _settings.resolve_tracking_uri(args.tracking_uri)
     show_progress = args.progress or (hasattr(err, "isatty") and err.isatty())
-    with _http_defaults():  # an unreachable server fails after a short retry, not minutes
-        read = reader.read_runs(experiment, by, tracking_uri=tracking_uri,
-                                since_seconds=since_seconds,
-                                page_size=args.page_size or reader.DEFAULT_PAGE_SIZE,
-                                progress=err if show_progress else None)
+    try:
+        with _http_defaults():  # an unreachable server fails after a short retry, not minutes
+            read = reader.read_runs(experiment, by, tracking_uri=tracking_uri,
+                                    since_seconds=since_seconds,
+                                    page_size=args.page_size or reader.DEFAULT_PAGE_SIZE,
+                                    progress=err if show_progress else None)
+    except CompareError:
+        raise
+    except Exception as exc:  # MLflow unreachable or refusing
+        raise _one_line("cannot read MLflow", exc) from exc
     if not read.runs:
         window = f" since {args.since}" if args.since else ""
         still = f" ({read.skipped_running} still RUNNING)" if read.skipped_running else ""
@@ -127,7 +142,11 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     context = render.Context(experiment, read.experiment_id, tracking_uri, args.since,
                              read.skipped_running)
     if html_path is not None:
-        _write_atomic(html_path, html_page.render_html(comparison, context))
+        page = html_page.render_html(comparison, context)
+        try:
+            _write_atomic(html_path, page)
+        except OSError as exc:
+            raise _one_line(f"cannot write {html_path}", exc) from exc
     if args.format == "json":
         out.write(render.render_json(comparison, context))
     else:
@@ -136,8 +155,3 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"{PROG}: HTML page written to {html_path}\n")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - python -m otel_mlflow.compare.command
-    from otel_mlflow.cli import main as cli_main
-
-    return cli_main(["compare", *(argv if argv is not None else sys.argv[1:])])

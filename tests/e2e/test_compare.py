@@ -319,6 +319,18 @@ def test_bad_input_is_one_line_and_exit_code_2(logged_runs, mlflow_server, capsy
     assert MlflowClient(mlflow_server.url).get_experiment_by_name("no-such-experiment") is None
 
 
+def test_a_page_that_cannot_be_written_is_one_line_exit_1_leaving_nothing(  # type: ignore[no-untyped-def]
+        logged_runs, mlflow_server, tmp_path, capsys) -> None:
+    target = tmp_path / "taken"
+    target.mkdir()  # a folder where the page should go
+    code, out, err = compare("--experiment", logged_runs, "--tracking-uri", mlflow_server.url,
+                             "--html", str(target), capsys=capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"otel-mlflow compare: cannot write {target}: ")
+    assert len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no temporary file left
+
+
 def test_an_empty_window_is_reported_not_printed_as_an_empty_table(  # type: ignore[no-untyped-def]
         mlflow_server, capsys) -> None:
     client = MlflowClient(mlflow_server.url)
