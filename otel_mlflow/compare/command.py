@@ -14,9 +14,7 @@ file atomically (a temporary file renamed over it), so a failed run leaves an ol
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,23 +54,6 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--progress", action="store_true",
                         help="show the progress bar on stderr even when it is not a terminal")
     parser.add_argument("--page-size", type=int, default=None, help=argparse.SUPPRESS)
-
-
-@contextlib.contextmanager
-def _http_defaults() -> Iterator[None]:
-    """``replay``'s short MLflow HTTP retry defaults while reading, unless set; restored after.
-
-    Scoped, so ``cli.main(["compare", ...])`` called inside an app or a test leaves the
-    process's environment as it found it.
-    """
-    added = [name for name in _settings.REPLAY_HTTP_DEFAULTS if name not in os.environ]
-    for name in added:
-        os.environ[name] = _settings.REPLAY_HTTP_DEFAULTS[name]
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -125,7 +106,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     tracking_uri = _settings.resolve_tracking_uri(args.tracking_uri)
     show_progress = args.progress or (hasattr(err, "isatty") and err.isatty())
     try:
-        with _http_defaults():  # an unreachable server fails after a short retry, not minutes
+        # An unreachable server fails after a short retry, not minutes; the env is restored.
+        with _settings.env_defaults(_settings.REPLAY_HTTP_DEFAULTS):
             read = reader.read_runs(experiment, by, tracking_uri=tracking_uri,
                                     since_seconds=since_seconds,
                                     page_size=args.page_size or reader.DEFAULT_PAGE_SIZE,
