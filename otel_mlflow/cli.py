@@ -4,6 +4,8 @@ Commands::
 
     otel-mlflow demo [--tracking-uri URI] [--experiment NAME]
     otel-mlflow replay [--spool-dir DIR] [--tracking-uri URI] [--include-rejected]
+    otel-mlflow compare --experiment NAME [--by chain.version | tag:KEY | param:KEY]
+                        [--since 24h] [--html FILE] [--format table|json] [--tracking-uri URI]
     otel-mlflow --version
 
 ``demo`` runs a small LangChain app offline (see ``otel_mlflow._demo``) and prints the MLflow runs
@@ -14,7 +16,9 @@ connection failure (the rest stays spooled) and makes MLflow's HTTP client retry
 ``MLFLOW_HTTP_REQUEST_TIMEOUT=30`` unless set; in this command's own process only). Entries in
 the spool's ``rejected/`` folder (traces MLflow refused as invalid, or that failed repeatedly with
 an unexpected error) are never retried automatically; ``--include-rejected`` puts them back in
-line first, and those MLflow refuses again return to ``rejected/``.
+line first, and those MLflow refuses again return to ``rejected/``. ``compare`` prints versions
+side by side (``otel_mlflow.compare``; its exit code 2 also covers bad input such as an unknown
+experiment, with one line on stderr).
 
 Exit codes: 0 success; 1 the command ran but something is left undone (demo runs missing,
 traces left in the spool); 2 bad usage (argparse).
@@ -93,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
         help="also retry the traces set aside in the spool's rejected/ folder (never retried "
         "automatically); those MLflow refuses again go back there",
     )
+    from otel_mlflow.compare import command as _compare
+
+    _compare.add_parser(sub)
     return parser
 
 
@@ -235,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_demo(args, sys.stdout)
     if args.command == "replay":
         return _cmd_replay(args, sys.stdout, sys.stderr)
+    if args.command == "compare":
+        from otel_mlflow.compare import command as _compare
+
+        return _compare.run(args, sys.stdout, sys.stderr)
     parser.print_help(sys.stdout)
     return 2
 

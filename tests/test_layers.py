@@ -100,3 +100,19 @@ def test_only_the_sink_imports_mlflow(layer: str) -> None:
         for path in _files(layer)
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_compare_reads_mlflow_only_in_its_reader_and_the_pipeline_never_imports_it() -> None:
+    offenders = {
+        str(path.relative_to(PKG)): sorted(m for m in _imports(path)
+                                             if m == "mlflow" or m.startswith("mlflow."))
+        for path in _files("compare") if path.name != "reader.py"
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert any(m.startswith("mlflow") for m in _imports(PKG / "compare" / "reader.py"))
+    users = {str(path.relative_to(PKG)) for layer in ("_common", "_tracing", "_record", "_export",
+                                                      "_delivery", "_sink")
+             for path in _files(layer)
+             if any(m == "otel_mlflow.compare" or m.startswith("otel_mlflow.compare.")
+                    for m in _imports(path))}
+    assert users == set()

@@ -9,9 +9,11 @@ rule and the package version lookup; each component documents which of them it r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 _logger = logging.getLogger(__name__)
@@ -144,6 +146,23 @@ def env_list(name: str) -> list[str]:
     if value is None:
         return []
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@contextlib.contextmanager
+def env_defaults(defaults: Mapping[str, str]) -> Iterator[None]:
+    """Set the ``defaults`` that are unset, for the ``with`` block only (restored after).
+
+    ``otel-mlflow compare`` reads MLflow inside it with ``REPLAY_HTTP_DEFAULTS``, so a caller of
+    ``cli.main(["compare", ...])`` in its own process keeps its environment as it was.
+    """
+    added = [name for name in defaults if name not in os.environ]
+    for name in added:
+        os.environ[name] = defaults[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:

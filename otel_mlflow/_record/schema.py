@@ -63,3 +63,11 @@ TABLE_COLUMNS: tuple[str, ...] = (
 
 STATUS_OK = "OK"
 STATUS_ERROR = "ERROR"
+
+# Written by the version, cost and feedback features (issue 10); read by ``otel-mlflow compare``.
+TAG_CHAIN_VERSION = "otel_mlflow.chain.version"  # 12 hex characters per chain version
+TAG_MODEL_ID = "otel_mlflow.model_id"  # the version's MLflow LoggedModel id
+M_COST_USD = "cost.usd"
+M_COST_INPUT_USD = "cost.input_usd"
+M_COST_OUTPUT_USD = "cost.output_usd"
+M_FEEDBACK_PREFIX = "feedback."  # feedback.<name>: the mean of the values logged for the trace

@@ -148,6 +148,25 @@ def test_seed_start_run(tmp_path: Path) -> None:
     assert len(linked) == 2
 
 
+def test_ab_versions(tmp_path: Path) -> None:
+    proc = run_example("ab_versions.py", tmp_path)
+    client, runs = runs_of(tmp_path, "ab-versions-example")
+    assert len(runs) == 6
+    variants = [run.data.tags["langchain.metadata.variant"] for run in runs]
+    assert sorted(set(variants)) == ["A", "B"]
+    # the same user always gets the same version; every run streamed (TTFT)
+    assert all("llm.ttft_ms" in run.data.metrics for run in runs)
+    temperatures = {run.data.tags["langchain.metadata.variant"]: run.data.params["temperature"]
+                    for run in runs}
+    assert temperatures == {"A": "0.2", "B": "0.7"}
+    # the compare table the script prints: one row per variant, with its run count
+    table = proc.stdout[proc.stdout.index("experiment 'ab-versions-example': 6 run(s)"):]
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[4:6]}
+    assert set(rows) == {"A", "B"}
+    assert {name: int(cells[1]) for name, cells in rows.items()} == \
+        {name: variants.count(name) for name in ("A", "B")}
+
+
 # --- the README and docs stay true to the code ------------------------------------------------
 
 ROOT = EXAMPLES.parent
