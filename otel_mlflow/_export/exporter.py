@@ -119,6 +119,7 @@ from otel_mlflow._record import (
     build_record,
     is_langchain_root,
     is_trace_root,
+    keep_trace,
     merge_batch,
 )
 
@@ -183,10 +184,19 @@ class MlflowSpanExporter(SpanExporter):
         retry_max_seconds: float | None = None,
         parent_wait_seconds: float | None = None,
         write: Callable[..., None] | None = None,
+        sample_ratio: float | None = None,
+        keep_slower_than_ms: float | None = None,
+        on_discard: Callable[[int], None] | None = None,
+        remote_parent_is_root: bool = True,
     ) -> None:
         """Resolve every setting once; cheap (no network: MLflow is reached from the workers).
 
         ``write`` replaces ``MlflowWriter.write`` as the sink (another store, tests).
+        ``on_discard(trace_id)`` is called for a trace that will never reach the sink (sampled
+        out, skipped by ``run_mode=active``, failed to convert, late spans of a written trace).
+        ``remote_parent_is_root=False`` (the OTLP receiver, which sees every process of a
+        trace) makes a span with a remote parent wait for that parent like a LangChain root
+        (rule 2) instead of completing the trace (rule 1).
         """
         from otel_mlflow._delivery.workers import Delivery
         from otel_mlflow._sink.runs import MlflowWriter, resolve_experiment_name
@@ -214,6 +224,12 @@ class MlflowSpanExporter(SpanExporter):
             _config.SHUTDOWN_TIMEOUT_SECONDS, DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)))
         self.parent_wait_seconds = max(0.0, _pick(parent_wait_seconds, _config.env_float(
             _config.PARENT_WAIT_SECONDS, DEFAULT_PARENT_WAIT_SECONDS)))
+        self.sample_ratio = min(1.0, max(0.0, float(_pick(sample_ratio, _config.env_float(
+            _config.SAMPLE_RATIO, _config.DEFAULT_SAMPLE_RATIO)))))
+        self.keep_slower_than_ms = _pick(
+            keep_slower_than_ms, _config.env_optional_float(_config.KEEP_SLOWER_THAN_MS))
+        self._on_discard = on_discard
+        self.remote_parent_is_root = bool(remote_parent_is_root)
         n_workers = int(_pick(workers, _config.env_int(_config.WORKERS, DEFAULT_WORKERS)))
         retry_max = _pick(retry_max_seconds, _config.env_float(
             _config.RETRY_MAX_SECONDS, DEFAULT_RETRY_MAX_SECONDS))
@@ -238,7 +254,7 @@ class MlflowSpanExporter(SpanExporter):
         )
         self.stats: dict[str, int] = {
             "spans": 0, "traces": 0, "partial": 0, "late_spans": 0, "dropped_spans": 0,
-            "overflow": 0, "early": 0, "skipped": 0, "failed": 0,
+            "overflow": 0, "early": 0, "skipped": 0, "failed": 0, "sampled_out": 0,
         }
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -303,6 +319,7 @@ class MlflowSpanExporter(SpanExporter):
             now = time.monotonic()
             late = 0
             late_id = 0
+            late_ids: set[int] = set()
             index = 0
             while index < len(spans):
                 relief: list[_Ready] = []
@@ -314,6 +331,7 @@ class MlflowSpanExporter(SpanExporter):
                         if trace_id in self._done:
                             late += 1
                             late_id = trace_id
+                            late_ids.add(trace_id)
                             index += 1
                             continue
                         buf = self._buffers.get(trace_id)
@@ -325,11 +343,15 @@ class MlflowSpanExporter(SpanExporter):
                                     break  # convert them (outside the lock), then go on
                             buf = self._buffers[trace_id] = _TraceBuffer(first_seen=now)
                         # A root cut by the span cap still completes its trace.
-                        if is_trace_root(span):
+                        if is_trace_root(span) and (
+                            self.remote_parent_is_root or span.parent is None
+                        ):
                             buf.has_local_root = True
                             buf.due = now + self.grace_seconds
                             wake = wake or self.grace_seconds == 0
-                        elif is_langchain_root(span) and not buf.has_local_root:
+                        elif (is_langchain_root(span) or is_trace_root(span)) and (
+                            not buf.has_local_root
+                        ):
                             buf.due = now + max(self.grace_seconds, self.parent_wait_seconds)
                         index += 1
                         if len(buf.spans) >= self.max_spans_per_trace:
@@ -344,6 +366,7 @@ class MlflowSpanExporter(SpanExporter):
                 self.stats["spans"] += len(spans) - late
                 self.stats["late_spans"] += late
             if late:
+                self._discard(late_ids)
                 _faults.report(
                     "exporter.late_spans",
                     message=f"{late} span(s) arrived after their trace was written (e.g. trace "
@@ -507,21 +530,30 @@ class MlflowSpanExporter(SpanExporter):
             return
         # Several threads assemble (the assembler, flush, exporting threads under back-pressure):
         # counts are gathered here and added under the lock.
-        counts = {"failed": 0, "traces": 0, "partial": 0, "dropped_spans": 0, "skipped": 0}
+        counts = {"failed": 0, "traces": 0, "partial": 0, "dropped_spans": 0, "skipped": 0,
+                  "sampled_out": 0}
+        discarded: list[int] = []
         try:
             records: list[TraceRecord] = []
             for item in ready:
                 if not item.spans:
                     continue
+                trace_id = item.spans[0].context.trace_id
                 try:
+                    if not keep_trace(item.spans, self.sample_ratio, self.keep_slower_than_ms):
+                        counts["sampled_out"] += 1
+                        discarded.append(trace_id)
+                        continue
                     record = build_record(
                         item.spans,
                         partial=item.partial,
                         dropped_spans=item.dropped,
                         encode=self.link_traces,
+                        sample_ratio=self.sample_ratio,
                     )
                 except Exception as exc:  # noqa: BLE001
                     counts["failed"] += 1
+                    discarded.append(trace_id)
                     _faults.report("exporter.build_record", exc)
                     continue
                 counts["traces"] += 1
@@ -529,18 +561,29 @@ class MlflowSpanExporter(SpanExporter):
                 counts["dropped_spans"] += item.dropped
                 if record.target_run_id is None and self.run_mode == RUN_MODE_ACTIVE:
                     counts["skipped"] += 1
+                    discarded.append(trace_id)
                     continue
                 records.append(record)
             with self._lock:
                 for key, value in counts.items():
                     self.stats[key] += value
             self._submit(records)
+            self._discard(discarded)
         finally:
             with self._lock:
                 self._backlog -= len(ready)
             with self._idle:
                 self._assembling -= 1
                 self._idle.notify_all()
+
+    def _discard(self, trace_ids: Any) -> None:
+        if self._on_discard is None:
+            return
+        for trace_id in trace_ids:
+            try:
+                self._on_discard(trace_id)
+            except Exception as exc:  # noqa: BLE001 - a callback bug never stops the exporter
+                _faults.report("exporter.on_discard", exc)
 
     def _submit(self, records: list[TraceRecord]) -> None:
         by_run: dict[str, list[TraceRecord]] = {}
