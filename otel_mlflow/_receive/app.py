@@ -43,6 +43,7 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import signal
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -263,8 +264,17 @@ def serve(
     server = uvicorn.Server(config)
     _logger.warning("otel_mlflow receiver: OTLP/HTTP on http://%s:%d%s, span log %s", host, port,
                     TRACES_PATH, receiver.log.directory)
+    # uvicorn restores the handlers it found and raises the captured signal again once it
+    # has shut down; a no-op handler here makes that a clean return (exit code 0 after a drain).
+    previous = {sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run()
     finally:
         receiver.close(close_timeout)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0 if server.started else 1
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    _logger.info("otel_mlflow receiver: signal %d after the drain", signum)
