@@ -31,6 +31,9 @@ When a trace is complete, in priority order:
    in the same run, but it may also live in another provider and never arrive; so the trace is
    due ``max(grace_seconds, parent_wait_seconds)`` (default 10 s) after the last such root ended,
    or ``grace_seconds`` after the local root arrives, whichever comes first;
+   With ``remote_parent_is_root=False`` (the OTLP receiver, which sees every process of a
+   trace) only a span without any parent is a root (rule 1); a span with a remote parent waits
+   for it like a LangChain root (rule 2);
 3. ``force_flush()`` / ``flush()`` / ``shutdown()`` write such traces at once, without the grace;
 4. a trace whose root has not ended ``trace_timeout_seconds`` after its first span arrived is
    written as a partial run (tag ``otel_mlflow.partial=true``); so are open traces at
@@ -57,6 +60,12 @@ written run would need a second, different write path. They are counted in
 line naming a trace id. Spans beyond ``max_spans_per_trace`` are counted in the run's
 ``otel_mlflow.dropped_spans`` tag.
 
+Tail sampling: when a trace is complete, ``otel_mlflow._record.sampling.keep_trace`` decides
+whether it is written (errors and traces slower than ``keep_slower_than_ms`` always; otherwise by
+trace id against ``sample_ratio``, the SDK's ``TraceIdRatioBased`` rule). Dropped traces are
+counted in ``stats["sampled_out"]``; written runs carry the tag ``otel_mlflow.sample_ratio``.
+``on_discard(trace_id)`` hears of every trace that will never reach the sink.
+
 Traces whose LangChain root started under an active MLflow run (``otel_mlflow.mlflow.run_id``)
 are written into that run; the assembler batches the traces of one run (up to
 ``_MAX_BATCH_TRACES``) into one write.
@@ -72,6 +81,8 @@ Configuration (constructor argument > environment variable > default, resolved o
 - ``grace_seconds``: ``OTEL_MLFLOW_GRACE_SECONDS``, default 1.0.
 - ``trace_timeout_seconds``: ``OTEL_MLFLOW_TRACE_TIMEOUT_SECONDS``, default 300.
 - ``parent_wait_seconds``: ``OTEL_MLFLOW_PARENT_WAIT_SECONDS``, default 10 (rule 2 above).
+- ``sample_ratio``: ``OTEL_MLFLOW_SAMPLE_RATIO``, default 1.0; ``keep_slower_than_ms``:
+  ``OTEL_MLFLOW_KEEP_SLOWER_THAN_MS``, default off (tail sampling above).
 - ``max_buffered_traces``: ``OTEL_MLFLOW_MAX_BUFFERED_TRACES``, default 2,000 (back-pressure).
 - ``max_spans_per_trace``: ``OTEL_MLFLOW_MAX_SPANS_PER_TRACE``, default 10,000.
 - ``workers``: ``OTEL_MLFLOW_WORKERS``, default 4 writer threads.
