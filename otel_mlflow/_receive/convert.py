@@ -87,7 +87,8 @@ def parse_request(body: bytes, kind: str) -> ExportTraceServiceRequest:
     """Decode a (decompressed) body of media type ``kind``; ``BadRequest`` when it is not one."""
     if kind == PROTOBUF:
         try:
-            return ExportTraceServiceRequest.FromString(body)
+            parsed: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(body)
+            return parsed
         except (DecodeError, ValueError, RuntimeError) as exc:
             raise BadRequest(f"the body is not an ExportTraceServiceRequest: {exc}") from None
     if kind == JSON:
@@ -148,8 +149,8 @@ def encode_response(kind: str, rejected: int = 0, message: str = "") -> bytes:
         response.partial_success.rejected_spans = rejected
         response.partial_success.error_message = message
     if kind == JSON:
-        return json_format.MessageToJson(response, indent=None).encode("utf-8")
-    return response.SerializeToString()
+        return str(json_format.MessageToJson(response, indent=None)).encode("utf-8")
+    return bytes(response.SerializeToString())
 
 
 def encode_status(kind: str, code: int, message: str) -> bytes:
@@ -158,8 +159,8 @@ def encode_status(kind: str, code: int, message: str) -> bytes:
 
     status = RpcStatus(code=code, message=message)
     if kind == JSON:
-        return json_format.MessageToJson(status, indent=None).encode("utf-8")
-    return status.SerializeToString()
+        return str(json_format.MessageToJson(status, indent=None)).encode("utf-8")
+    return bytes(status.SerializeToString())
 
 
 # --- spans -------------------------------------------------------------------------------------
@@ -211,7 +212,7 @@ def to_readable_span(
     span: trace_pb2.Span, resource: Resource, scope: InstrumentationScope | None = None
 ) -> ReadableSpan:
     trace_id = int.from_bytes(span.trace_id, "big")
-    flags = TraceFlags(span.flags & 0xFF) if span.flags & 0xFF else TraceFlags.SAMPLED
+    flags = TraceFlags((span.flags & 0xFF) or TraceFlags.SAMPLED)
     context = SpanContext(trace_id, int.from_bytes(span.span_id, "big"), is_remote=False,
                           trace_flags=flags)
     parent = None

@@ -25,8 +25,10 @@ rules and ``docs/fleet.md``). The grace defaults to ``DEFAULT_RECEIVER_GRACE_SEC
 more than the 5 s the senders' ``BatchSpanProcessor`` may hold a span.
 
 Drain (``close``, on SIGTERM): stop the feeder, write every complete trace the exporter holds
-(no grace), wait for the writes, close the log. Open traces and the unfed backlog stay on disk
-and are written by the next start.
+(no grace), wait for the writes until the timeout, close the log. Open traces, the unfed backlog
+and whatever was not written by the timeout stay on disk (in the span log only: delivery is not
+shut down, so it does not copy its queue into its spool) and are written by the next start; a
+run cut off mid-write is completed then (the writer's lookup finds it RUNNING).
 """
 
 from __future__ import annotations
@@ -202,8 +204,10 @@ class Receiver:
         self._stop.set()
         try:
             self._feeder.join(max(0.0, min(5.0, deadline - time.monotonic())))
+            # Delivery is not shut down: it would copy what it still queues into its own spool,
+            # a second durable copy of traces the span log keeps anyway. What is not written by
+            # the deadline is dropped from memory and written from the log by the next start.
             self.exporter.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000))
-            self.exporter.delivery.shutdown(max(0.0, deadline - time.monotonic()))
         except Exception as exc:  # noqa: BLE001
             _faults.report("receiver.close", exc)
         finally:
