@@ -11,9 +11,11 @@ What it does, all on 127.0.0.1, in one run:
 2. BASELINE: a null OTLP endpoint on the same stack (uvicorn + starlette, one process) that
    reads each body and answers an empty ``ExportTraceServiceResponse``: no decode, no disk;
 3. RECEIVER: ``otel-mlflow receive`` writing to that server;
-4. posts the same pre-encoded requests to each (OTLP/HTTP protobuf, ``--per-request`` traces of
-   5 spans each, the size of an SDK ``BatchSpanProcessor`` batch of 512 spans; ``--senders``
-   client threads), and times until the last one is acknowledged (200);
+4. posts pre-encoded requests (OTLP/HTTP protobuf, ``--per-request`` traces of 5 spans each,
+   the size of an SDK ``BatchSpanProcessor`` batch of 512 spans; ``--senders`` client threads)
+   to each, ``--rounds`` times alternating null endpoint / receiver (fresh trace ids every
+   request), and times each round until its last request is acknowledged (200); the figure is
+   the median round;
 5. then lets the receiver drain for ``--drain-seconds`` and reads its ``/metrics``: traces
    written (the server's pace), traces still held on disk, span log bytes; and the receiver's
    RSS (``psutil``) idle before the load, right after it, and after the drain.
@@ -170,7 +172,8 @@ def rss_mb(pid: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--traces", type=int, default=4000)
+    parser.add_argument("--traces", type=int, default=5000, help="traces per round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--per-request", type=int, default=100)
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--drain-seconds", type=float, default=20.0)
@@ -183,12 +186,25 @@ def main(argv: list[str] | None = None) -> int:
     from tests._support.mlflow_server import MlflowServer, free_port
 
     load = os.getloadavg()[0]
-    traces = make_traces(args.traces)
-    bodies = [
-        encode_spans([s for t in traces[i : i + args.per_request] for s in t]).SerializeToString()
-        for i in range(0, len(traces), args.per_request)
-    ]
-    mean_kb = sum(map(len, bodies)) / len(bodies) / 1024
+    template = encode_spans([s for t in make_traces(args.per_request) for s in t])
+    per_round = max(1, args.traces // args.per_request)
+
+    def fresh_bodies() -> list[bytes]:
+        """``per_round`` copies of the template request, each with new trace ids."""
+        out = []
+        for _ in range(per_round):
+            request = type(template)()
+            request.CopyFrom(template)
+            ids: dict[bytes, bytes] = {}
+            for rs in request.resource_spans:
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        span.trace_id = ids.setdefault(span.trace_id, os.urandom(16))
+            out.append(request.SerializeToString())
+        return out
+
+    rounds = [(fresh_bodies(), fresh_bodies()) for _ in range(args.rounds)]
+    mean_kb = len(rounds[0][0][0]) / 1024
     root = Path(tempfile.mkdtemp(prefix="otel_mlflow-receiver-bench-"))
     server = MlflowServer(root=root / "mlflow").start()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -200,10 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(null)
         null_url = f"http://127.0.0.1:{null_port}"
         wait_up(null_url, null)
-        post_all(null_url, bodies[:2], 1)  # warm-up
-        base_s, _ = post_all(null_url, bodies, args.senders)
-        null.terminate()
-        null.wait(30)
+        post_all(null_url, rounds[0][0][:2], 1)  # warm-up
 
         port = free_port()
         log = open(root / "receiver.log", "wb")  # noqa: SIM115
@@ -225,7 +238,14 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(0.5)
         rss_idle = rss_mb(receiver.pid)
-        recv_s, refused = post_all(url, bodies, args.senders)
+        base_times: list[float] = []
+        recv_times: list[float] = []
+        refused = 0
+        for null_bodies, recv_bodies in rounds:
+            base_times.append(post_all(null_url, null_bodies, args.senders)[0])
+            seconds, not_ok = post_all(url, recv_bodies, args.senders)
+            recv_times.append(seconds)
+            refused += not_ok
         rss_loaded = rss_mb(receiver.pid)
         after_load = M.parse(requests.get(url + "/metrics", timeout=10).text)
         samples: list[tuple[float, float, float]] = []  # (s, RSS MB, traces held)
@@ -246,22 +266,28 @@ def main(argv: list[str] | None = None) -> int:
                     proc.kill()
         server.stop()
 
-    n = len(traces)
-    base_rate, recv_rate = n / base_s, n / recv_s
+    import statistics
+
+    n = per_round * args.per_request
+    base_rate = n / statistics.median(base_times)
+    recv_rate = n / statistics.median(recv_times)
+    ratios = [b / r for b, r in zip(base_times, recv_times)]
     written = drained.get("traces_written_total", 0) - 1  # the warm-up trace
     drain_rate = (drained.get("traces_written_total", 0)
                   - after_load.get("traces_written_total", 0)) / args.drain_seconds
     print(f"\nDate: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: "
           f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python "
           f"{platform.python_version()}; load average {load:.1f} at the start.")
-    print(f"{n} traces x 5 spans in {len(bodies)} requests of {args.per_request} traces "
-          f"(~{mean_kb:.0f} KB protobuf each), {args.senders} sender threads.\n")
+    print(f"{args.rounds} rounds of {n} traces x 5 spans in {per_round} requests of "
+          f"{args.per_request} traces (~{mean_kb:.0f} KB protobuf each), {args.senders} sender "
+          f"threads; the receiver's writer drains meanwhile in every round.\n")
     print("| endpoint | traces/s acknowledged | spans/s | vs. null endpoint |")
     print("| --- | --- | --- | --- |")
     print(f"| null endpoint (uvicorn + starlette, body read, no decode/disk) | {base_rate:.0f} "
           f"| {base_rate * 5:.0f} | 1.00 |")
     print(f"| `otel-mlflow receive` (decode, fsynced span log) | {recv_rate:.0f} | "
-          f"{recv_rate * 5:.0f} | {recv_rate / base_rate:.2f} |")
+          f"{recv_rate * 5:.0f} | {recv_rate / base_rate:.2f} (rounds: "
+          + ", ".join(f"{r:.2f}" for r in ratios) + ") |")
     print(f"\nNot 200: {refused}. After the load: {after_load.get('traces_held', 0):.0f} traces "
           f"held, span log {after_load.get('backlog_bytes', 0) / 1e6:.1f} MB on disk. Writer "
           f"during the {args.drain_seconds:.0f} s drain: {drain_rate:.1f} traces/s into the "
