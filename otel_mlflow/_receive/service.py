@@ -71,7 +71,7 @@ class Receiver:
         segment_bytes: int | None = None,
         **exporter_kwargs: Any,
     ) -> None:
-        from otel_mlflow._delivery.workers import ErrorKind, classify_error
+        from otel_mlflow._delivery.errors import ErrorKind, classify_error
         from otel_mlflow._sink.runs import MlflowWriter
 
         self._classify = classify_error

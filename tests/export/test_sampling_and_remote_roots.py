@@ -220,15 +220,3 @@ def test_in_receiver_mode_a_missing_parent_is_waited_for_parent_wait_seconds(
     while not sink.records and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(sink.records) == 1 and not sink.records[0].partial
-
-
-def test_late_spans_of_a_written_trace_are_reported_as_discarded(make_exporter, sink) -> None:
-    discarded: list[int] = []
-    exporter = make_exporter(on_discard=discarded.append)
-    tracer = tracer_for(exporter)
-    root = tracer.start_span("r")
-    root.end()
-    assert exporter.force_flush(5_000)
-    with tracer.start_as_current_span("late", context=trace.set_span_in_context(root)):
-        pass
-    assert discarded == [root.get_span_context().trace_id]
