@@ -182,7 +182,8 @@ def sdk_trace(remote_parent: SpanContext | None = None, children: int = 4,
 def test_spans_of_one_trace_split_over_requests_out_of_order_make_one_run(
     make_receiver: Any, mlflow_server: MlflowServer, experiment: str, tmp_path: Path
 ) -> None:
-    receiver = make_receiver("--grace-seconds", "1")
+    receiver = make_receiver("--grace-seconds", "1", "--host", "0.0.0.0")
+    assert "without a token" in receiver.output()  # a non-loopback bind with no token: warned
     spans = sdk_trace()
     root = next(s for s in spans if s.parent is None)
     children = [s for s in spans if s.parent is not None]

@@ -226,3 +226,15 @@ def test_a_draining_receiver_answers_503_and_healthz_says_so(make_client: Any) -
 ])
 def test_loopback_addresses_are_told_apart(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+def test_sampled_out_traces_leave_the_span_log_and_are_counted(make_client: Any) -> None:
+    client = make_client(sample_ratio=0.0)
+    ok = make_trace("ok-root")
+    assert client.post("/v1/traces", content=body_of(ok), headers=PB).status_code == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and metric(client, "traces_sampled_out_total") < 1:
+        time.sleep(0.05)
+    assert metric(client, "traces_sampled_out_total") == 1
+    assert metric(client, "traces_held") == 0  # released through the exporter's on_discard
+    assert metric(client, "traces_written_total") == 0
