@@ -88,6 +88,9 @@ class Receiver:
             write=self._write, on_discard=self._discarded, remote_parent_is_root=False,
             **exporter_kwargs,
         )
+        # Never more than half the exporter's cap, so its back-pressure never starts.
+        self.max_traces_in_exporter = max(1, min(
+            self.max_traces_in_exporter, self.exporter.max_buffered_traces // 2))
         self._sink = MlflowWriter(
             self.exporter.tracking_uri, self.exporter.experiment_name, self.exporter.link_traces
         )
