@@ -37,7 +37,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -72,6 +71,7 @@ class Receiver:
         **exporter_kwargs: Any,
     ) -> None:
         from otel_mlflow._delivery.errors import ErrorKind, classify_error
+        from otel_mlflow._delivery.spool_dir import make_private_dir, resolve_spool_dir
         from otel_mlflow._sink.runs import MlflowWriter
 
         self._classify = classify_error
@@ -83,8 +83,16 @@ class Receiver:
             _config.GRACE_SECONDS, _config.DEFAULT_RECEIVER_GRACE_SECONDS))
         self.max_traces_in_exporter = max(1, int(max_traces_in_exporter))
         self._sink: Any = None
+        # The log first: delivery may replay its spool (and so release traces) at once.
+        base = resolve_spool_dir(spool_dir, _config.resolve_tracking_uri(tracking_uri))
+        make_private_dir(base)
+        log_kwargs = {} if segment_bytes is None else {"segment_bytes": segment_bytes}
+        self.log = SpanLog(base / LOG_DIR, **log_kwargs)
+        self._reloaded = set(self.log.reloaded)
+        self._fed: set[int] = set()
+        self._fed_lock = threading.Lock()
         self.exporter = MlflowSpanExporter(
-            tracking_uri, experiment_name, spool_dir=spool_dir, grace_seconds=grace,
+            tracking_uri, experiment_name, spool_dir=str(base), grace_seconds=grace,
             write=self._write, on_discard=self._discarded, remote_parent_is_root=False,
             **exporter_kwargs,
         )
@@ -94,18 +102,11 @@ class Receiver:
         self._sink = MlflowWriter(
             self.exporter.tracking_uri, self.exporter.experiment_name, self.exporter.link_traces
         )
-        spool = self.exporter.delivery.spool
-        base = Path(spool.directory) if spool is not None else Path(spool_dir or ".")
-        log_kwargs = {} if segment_bytes is None else {"segment_bytes": segment_bytes}
-        self.log = SpanLog(base / LOG_DIR, **log_kwargs)
-        self._reloaded = set(self.log.reloaded)
         if self._reloaded:
             _logger.warning(
                 "otel_mlflow receiver: %d trace(s) found in the span log %s; writing them",
                 len(self._reloaded), self.log.directory,
             )
-        self._fed: set[int] = set()
-        self._fed_lock = threading.Lock()
         self._stop = threading.Event()
         self.draining = False
         self._feeder = threading.Thread(target=self._feed_main, name="otel_mlflow-receiver-feed",
@@ -129,9 +130,12 @@ class Receiver:
                     self._wait_for_room()
                     if self._stop.is_set():
                         return
-                    self._feed(record.payload)
+                    try:
+                        self._feed(record.payload)
+                    except Exception as exc:  # noqa: BLE001 - one bad record, not the feeder
+                        _faults.report("receiver.feed", exc)
                 return
-            except Exception as exc:  # noqa: BLE001 - the feeder must survive any bug
+            except Exception as exc:  # noqa: BLE001 - reading failed: start over (rare)
                 _faults.report("receiver.feed", exc)
                 self._stop.wait(1.0)
 
