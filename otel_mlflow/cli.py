@@ -6,6 +6,7 @@ Commands::
     otel-mlflow replay [--spool-dir DIR] [--tracking-uri URI] [--include-rejected]
     otel-mlflow compare --experiment NAME [--by chain.version | tag:KEY | param:KEY]
                         [--since 24h] [--html FILE] [--format table|json] [--tracking-uri URI]
+    otel-mlflow receive [--host 127.0.0.1] [--port 4318] [--token T] [--spool-dir DIR] ...
     otel-mlflow --version
 
 ``demo`` runs a small LangChain app offline (see ``otel_mlflow._demo``) and prints the MLflow runs
@@ -19,6 +20,8 @@ an unexpected error) are never retried automatically; ``--include-rejected`` put
 line first, and those MLflow refuses again return to ``rejected/``. ``compare`` prints versions
 side by side (``otel_mlflow.compare``; its exit code 2 also covers bad input such as an unknown
 experiment, with one line on stderr).
+line first, and those MLflow refuses again return to ``rejected/``. ``receive`` runs the OTLP/HTTP
+trace receiver until SIGTERM/SIGINT, then drains (``otel_mlflow._receive.app``; docs/fleet.md).
 
 Exit codes: 0 success; 1 the command ran but something is left undone (demo runs missing,
 traces left in the spool); 2 bad usage (argparse).
@@ -100,7 +103,44 @@ def _parser() -> argparse.ArgumentParser:
     from otel_mlflow.compare import command as _compare
 
     _compare.add_parser(sub)
+    _add_receive(sub)
     return parser
+
+
+def _add_receive(sub: Any) -> None:
+    receive = sub.add_parser(
+        "receive",
+        help="run an OTLP/HTTP trace receiver that writes each trace as an MLflow run",
+        description=(
+            "Receives OTLP/HTTP traces (protobuf or JSON, gzip) on /v1/traces from OTel SDKs or "
+            "a Collector, keeps them on disk (fsynced before the answer) and writes one MLflow "
+            "run per trace with the spans of every process. Drains on SIGTERM."
+        ),
+    )
+    receive.add_argument("--host", default=None,
+                         help="address to bind (default: $OTEL_MLFLOW_RECEIVER_HOST, else 127.0.0.1)")
+    receive.add_argument("--port", type=int, default=None,
+                         help="port (default: $OTEL_MLFLOW_RECEIVER_PORT, else 4318)")
+    receive.add_argument("--token", default=None,
+                         help="bearer token senders must send (default: "
+                         "$OTEL_MLFLOW_RECEIVER_TOKEN, else none)")
+    receive.add_argument("--spool-dir", default=None,
+                         help="spool directory; the span log is its receiver/ folder (default: "
+                         "$OTEL_MLFLOW_SPOOL_DIR, else the per-tracking-URI cache dir)")
+    receive.add_argument("--tracking-uri", default=None,
+                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                         "sqlite:///mlflow.db here)")
+    receive.add_argument("--experiment", default=None,
+                         help="experiment name (default: $MLFLOW_EXPERIMENT_NAME, else Default)")
+    receive.add_argument("--grace-seconds", type=float, default=None,
+                         help="wait after a trace's root arrives (default: "
+                         "$OTEL_MLFLOW_GRACE_SECONDS, else 6)")
+    receive.add_argument("--sample-ratio", type=float, default=None,
+                         help="share of OK traces written (default: $OTEL_MLFLOW_SAMPLE_RATIO, "
+                         "else 1)")
+    receive.add_argument("--keep-slower-than-ms", type=float, default=None,
+                         help="always write traces slower than this (default: "
+                         "$OTEL_MLFLOW_KEEP_SLOWER_THAN_MS, else off)")
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -234,6 +274,23 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+# --- receive -----------------------------------------------------------------------------------
+
+
+def _cmd_receive(args: argparse.Namespace) -> int:
+    import logging
+
+    from otel_mlflow._receive.app import serve
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    return serve(
+        args.host, args.port, token=args.token, spool_dir=args.spool_dir,
+        tracking_uri=args.tracking_uri, experiment_name=args.experiment,
+        grace_seconds=args.grace_seconds, sample_ratio=args.sample_ratio,
+        keep_slower_than_ms=args.keep_slower_than_ms,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``otel-mlflow`` console script; returns the exit code."""
     parser = _parser()
@@ -246,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from otel_mlflow.compare import command as _compare
 
         return _compare.run(args, sys.stdout, sys.stderr)
+    if args.command == "receive":
+        return _cmd_receive(args)
     parser.print_help(sys.stdout)
     return 2
 

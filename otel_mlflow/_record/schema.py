@@ -15,6 +15,7 @@ TAG_MODELS = "otel_mlflow.models"
 TAG_PROVIDERS = "otel_mlflow.providers"
 TAG_PARTIAL = "otel_mlflow.partial"
 TAG_DROPPED_SPANS = "otel_mlflow.dropped_spans"
+TAG_SAMPLE_RATIO = "otel_mlflow.sample_ratio"  # tail-sampling ratio the trace was kept under
 TAG_TRACE_COUNT = "otel_mlflow.trace_count"  # active-run mode: traces written into the run
 TAG_LC_TAGS = "langchain.tags"
 TAG_LC_METADATA_PREFIX = "langchain.metadata."
