@@ -49,7 +49,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import ToolMessage
 from opentelemetry import trace as trace_api
-from opentelemetry.trace import Span, SpanKind, TracerProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace import set_span_in_context
 
 from otel_mlflow._common import semconv as A
@@ -414,7 +414,7 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
         name = M.run_name(serialized, kwargs, run_type)
         attrs, meta = self._base_attrs(run_id, parent_run_id, run_type, name, tags, metadata, parent)
         attrs[A.GEN_AI_OPERATION_NAME] = operation
-        provider = M.provider_name(metadata)
+        provider = M.provider_name(metadata, serialized)
         if provider is not None:
             attrs[A.GEN_AI_PROVIDER_NAME] = provider
         model = M.request_attributes(kwargs.get("invocation_params"), metadata, attrs)
@@ -502,6 +502,8 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
                     put(attrs, pending, A.GEN_AI_OUTPUT_MESSAGES, capture(
                         self._lazy(), self._content.outputs, generations, reasons, run.memo, 3))
                 self._end_attrs(run, attrs, pending)
+                if A.ERROR_TYPE in attrs:  # an answer that is a failure: a blocked prompt
+                    run.span.set_status(Status(StatusCode.ERROR, attrs[A.ERROR_TYPE]))
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
