@@ -52,6 +52,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "model",
     "input",
     "output",
+    "reasoning",
     "error",
     "duration_ms",
     "ttft_ms",
