@@ -326,3 +326,19 @@ def test_stream_that_breaks_midway(traced: Traced, genai_emulator: GeminiEmulato
     assert attr(span, attrs.ERROR_TYPE) == "RemoteProtocolError"
     assert any(event.name == "exception" for event in span.events)
     assert traced.tracer.open_runs == 0
+
+
+def test_streamed_thoughts_stay_out_of_the_one_answer_text(
+    traced: Traced, genai_emulator: GeminiEmulator, backend: tuple[bool, str]
+) -> None:
+    genai_emulator.queue_text("one two three", thoughts="Count to three.", stream_chunks=3,
+                              usage=USAGE)
+    chunks = list(llm(genai_emulator, backend, include_thoughts=True).stream(
+        "count", config=traced.config))
+    assert "".join(c.text for c in chunks) == "one two three"
+
+    (span,) = traced.chat_spans()
+    assert output_parts(span) == [{"type": "reasoning", "content": "Count to three."},
+                                  {"type": "text", "content": "one two three"}]
+    assert (row(span)["output"], row(span)["reasoning"]) == ("one two three", "Count to three.")
+    assert isinstance(attr(span, attrs.TTFT_MS), float)

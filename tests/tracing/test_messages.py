@@ -225,3 +225,13 @@ def test_content_of_a_real_prompt_value_and_reply_matches_general_path() -> None
     assert content.value(prompt_value, memo) == ser.dumps(MSG.to_content(prompt_value))
     assert content.outputs(generations, None, memo) == ser.dumps(MSG.output_messages(generations))
     assert "あなたは助手です。" in content.value(prompt_value, memo)
+
+
+def test_a_streamed_model_reply_reads_as_one_text() -> None:
+    # What langchain-google-genai's stream merges into with include_thoughts=True.
+    merged = AIMessage(content=[{"type": "thinking", "thinking": "hmm", "index": 0},
+                                {"type": "text", "text": "abc ", "index": 1}, "def ghi"])
+    assert MSG.message_parts(merged) == [{"type": "reasoning", "content": "hmm"},
+                                         {"type": "text", "content": "abc def ghi"}]
+    # A user's separate text blocks stay separate.
+    assert len(MSG.message_parts(HumanMessage(content=["a", "b"]))) == 2

@@ -99,7 +99,10 @@ def message_parts(message: Any) -> list[Part]:
                 "response": message.content,
             }
         ]
-    parts = content_parts(getattr(message, "content", None))
+    content = getattr(message, "content", None)
+    parts = content_parts(content)
+    if type(content) is list and len(parts) > 1 and mtype in _AI_TYPES:
+        parts = _joined_texts(parts)
     # Only AI messages carry tool calls; probing others would run pydantic's slow __getattr__.
     tool_calls = (
         getattr(message, "tool_calls", None)
@@ -117,6 +120,23 @@ def message_parts(message: Any) -> list[Part]:
                 }
             )
     return parts
+
+
+def _joined_texts(parts: list[Part]) -> list[Part]:
+    """Adjacent text parts of a model reply as one: a streamed reply merges into several.
+
+    (langchain-google-genai streams a first chunk of content blocks, then plain strings; merged,
+    the answer text would read as pieces.)
+    """
+    out: list[Part] = []
+    for part in parts:
+        if (out and part.get("type") == "text" and out[-1].get("type") == "text"
+                and isinstance(part.get("content"), str)
+                and isinstance(out[-1].get("content"), str)):
+            out[-1] = {"type": "text", "content": out[-1]["content"] + part["content"]}
+        else:
+            out.append(part)
+    return out
 
 
 def chat_input(messages: Sequence[Any]) -> tuple[list[Message], list[Part]]:
