@@ -151,7 +151,7 @@ def test_seed_start_run(tmp_path: Path) -> None:
 # --- the README and docs stay true to the code ------------------------------------------------
 
 ROOT = EXAMPLES.parent
-DEMO_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[vertexai]" '
+DEMO_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[genai]" '
                 "&& otel-mlflow demo")
 TEST_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" '
                 "&& python -m pytest")
