@@ -17,7 +17,8 @@ Response extras (``ChatGoogleGenerativeAI`` and ``ChatVertexAI``), from the firs
   at most ``MAX_ITEMS`` each, each cut to ``MAX_ITEM_CHARS``;
 - ``safety_ratings``: ``CATEGORY:PROBABILITY`` per rating (``:blocked`` appended when blocked);
 - ``prompt_feedback.block_reason`` (a blocked prompt: no candidates): the reason, and
-  ``error.type`` ``otel_mlflow.prompt_blocked`` (the handler marks the span failed).
+  ``error.type`` ``otel_mlflow.prompt_blocked`` with the message ``prompt blocked (REASON)``
+  (the handler marks the span failed).
 """
 
 from __future__ import annotations
@@ -115,5 +116,7 @@ def response_extras(meta: Any, info: Any, llm_output: Any, attrs: dict[str, Any]
         if reason:
             attrs[A.GEMINI_BLOCK_REASON] = _value(reason)
             attrs[A.ERROR_TYPE] = A.PROMPT_BLOCKED_ERROR
+            # Not content (the reason is an enum), so set with capture off too.
+            attrs[A.ERROR_MESSAGE] = f"prompt blocked ({attrs[A.GEMINI_BLOCK_REASON]})"
             if A.GEMINI_SAFETY_RATINGS not in attrs:
                 _ratings(feedback.get("safety_ratings"), attrs)

@@ -503,7 +503,7 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
                         self._lazy(), self._content.outputs, generations, reasons, run.memo, 3))
                 self._end_attrs(run, attrs, pending)
                 if A.ERROR_TYPE in attrs:  # an answer that is a failure: a blocked prompt
-                    run.span.set_status(Status(StatusCode.ERROR, attrs[A.ERROR_TYPE]))
+                    run.span.set_status(Status(StatusCode.ERROR, attrs.get(A.ERROR_MESSAGE)))
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001

@@ -277,20 +277,26 @@ def test_grounding_and_safety_ratings_on_the_chat_span(
     assert span.status.status_code is not StatusCode.ERROR
 
 
+@pytest.mark.parametrize("streamed", [False, True])
 def test_blocked_prompt_is_an_error_span(
-    traced: Traced, genai_emulator: GeminiEmulator, backend: tuple[bool, str]
+    traced: Traced, genai_emulator: GeminiEmulator, backend: tuple[bool, str], streamed: bool
 ) -> None:
     genai_emulator.queue_blocked("SAFETY", safety_ratings={"HARM_CATEGORY_DANGEROUS_CONTENT":
                                                            "HIGH"})
-    message = llm(genai_emulator, backend).invoke("something bad", config=traced.config)
-    assert message.content == ""  # the client answers an empty message, it does not raise
+    model = llm(genai_emulator, backend)
+    if streamed:
+        text = "".join(c.text for c in model.stream("something bad", config=traced.config))
+    else:
+        text = model.invoke("something bad", config=traced.config).text
+    assert text == ""  # the client answers an empty message, it does not raise
 
     (span,) = traced.chat_spans()
     assert span.status.status_code is StatusCode.ERROR
     assert attr(span, attrs.ERROR_TYPE) == attrs.PROMPT_BLOCKED_ERROR
     assert attr(span, attrs.GEMINI_BLOCK_REASON) == "SAFETY"
     assert attr(span, attrs.GEMINI_SAFETY_RATINGS) == ("DANGEROUS_CONTENT:HIGH:blocked",)
-    assert row(span)["error"].startswith(attrs.PROMPT_BLOCKED_ERROR)
+    assert row(span)["error"] == "otel_mlflow.prompt_blocked: prompt blocked (SAFETY)"
+    assert span.status.description == "prompt blocked (SAFETY)"
 
 
 def test_api_error(traced: Traced, genai_emulator: GeminiEmulator,
