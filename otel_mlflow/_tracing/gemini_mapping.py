@@ -36,8 +36,8 @@ MAX_ITEM_CHARS = 1024
 
 def genai_provider(serialized: Mapping[str, Any] | None) -> str:
     """``gcp.vertex_ai`` or ``gcp.gemini`` for a ``ChatGoogleGenerativeAI`` (module docstring)."""
-    kwargs = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
-    if not isinstance(kwargs, Mapping):
+    kwargs = _get(serialized, "kwargs")
+    if type(kwargs) is not dict and not isinstance(kwargs, Mapping):
         kwargs = {}
     vertexai = kwargs.get("vertexai")
     if vertexai is None:
@@ -99,19 +99,23 @@ def _ratings(ratings: Any, attrs: dict[str, Any]) -> None:
 
 
 def _get(mapping: Any, key: str) -> Any:
-    return mapping.get(key) if isinstance(mapping, Mapping) else None
+    # ``type is dict`` first: the ABC isinstance check costs more than the lookup.
+    if type(mapping) is dict or isinstance(mapping, Mapping):
+        return mapping.get(key)
+    return None
 
 
 def response_extras(meta: Any, info: Any, llm_output: Any, attrs: dict[str, Any]) -> None:
     """Add grounding, safety and prompt-block facts (see the module docstring) to ``attrs``."""
     grounding = _get(meta, "grounding_metadata") or _get(info, "grounding_metadata")
-    if isinstance(grounding, Mapping):
+    if grounding and isinstance(grounding, Mapping):
         _grounding(grounding, attrs)
     ratings = _get(meta, "safety_ratings") or _get(info, "safety_ratings")
     if ratings:
         _ratings(ratings, attrs)
-    feedback = _get(llm_output, "prompt_feedback") or _get(meta, "prompt_feedback")
-    if isinstance(feedback, Mapping):
+    feedback = (_get(llm_output, "prompt_feedback") if llm_output else None) or _get(
+        meta, "prompt_feedback")
+    if feedback and isinstance(feedback, Mapping):
         reason = feedback.get("block_reason") or feedback.get("blockReason")
         if reason:
             attrs[A.GEMINI_BLOCK_REASON] = _value(reason)

@@ -110,26 +110,29 @@ def request_attributes(
 
 
 def _choices_and_thinking(params: Mapping[str, Any], attrs: dict[str, Any]) -> None:
-    """Candidate count (when not 1) and thinking settings (``thinking_config`` wins)."""
-    count = _number(_first(params, ("n", "candidate_count")))
-    if count is not None and count != 1:
-        attrs[A.GEN_AI_REQUEST_CHOICE_COUNT] = int(count)
+    """Candidate count (when not 1) and thinking settings (``thinking_config`` wins).
+
+    Plain ``get``s first: this runs on every LLM start, and most calls set none of them.
+    """
+    count = params.get("n")
+    if count is None:
+        count = params.get("candidate_count")
+    if type(count) is int and count != 1:
+        attrs[A.GEN_AI_REQUEST_CHOICE_COUNT] = count
+    budget = params.get("thinking_budget")
+    level = params.get("thinking_level") or params.get("reasoning_effort")
+    include = params.get("include_thoughts")
     config = params.get("thinking_config")
-    if type(config) is not dict:
-        config = {}
-    budget = _number(_first(config, ("thinking_budget", "thinkingBudget")))
-    if budget is None:
-        budget = _number(params.get("thinking_budget"))
-    if budget is not None:
+    if config and isinstance(config, Mapping):
+        budget = _first(config, ("thinking_budget", "thinkingBudget")) or budget
+        level = _first(config, ("thinking_level", "thinkingLevel")) or level
+        found = _first(config, ("include_thoughts", "includeThoughts"))
+        include = include if found is None else found
+    if budget is not None and _number(budget) is not None:
         attrs[A.REQUEST_THINKING_BUDGET] = int(budget)
-    level = _first(config, ("thinking_level", "thinkingLevel")) or _first(
-        params, ("thinking_level", "reasoning_effort"))
     if level is not None:
         attrs[A.REQUEST_THINKING_LEVEL] = str(getattr(level, "value", level))
-    include = _first(config, ("include_thoughts", "includeThoughts"))
-    if include is None:
-        include = params.get("include_thoughts")
-    if isinstance(include, bool):
+    if type(include) is bool:
         attrs[A.REQUEST_INCLUDE_THOUGHTS] = include
 
 
