@@ -19,8 +19,8 @@ def vertexai_imported() -> None:
 
 
 @pytest.fixture
-def gemini_emulator(vertexai_imported: None) -> Iterator[GeminiEmulator]:
-    """A started emulator on a random port; stopped after the test."""
+def gemini_emulator(vertexai_imported: None, no_adc: None) -> Iterator[GeminiEmulator]:
+    """A started emulator on a random port; stopped after the test (ADC lookups refused)."""
     with GeminiEmulator() as emulator:
         yield emulator
 
