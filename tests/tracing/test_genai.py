@@ -348,3 +348,24 @@ def test_streamed_thoughts_stay_out_of_the_one_answer_text(
                                   {"type": "text", "content": "one two three"}]
     assert (row(span)["output"], row(span)["reasoning"]) == ("one two three", "Count to three.")
     assert isinstance(attr(span, attrs.TTFT_MS), float)
+
+
+def test_five_megabyte_data_url_through_a_chain_stays_out_of_every_span(
+    traced: Traced, genai_emulator: GeminiEmulator
+) -> None:
+    from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+
+    image = base64.b64encode(os.urandom(5 * 1024 * 1024)).decode("ascii")
+    message = HumanMessage(content=[
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + image}}])
+    chain = ChatPromptTemplate.from_messages([MessagesPlaceholder("history")]) | llm(
+        genai_emulator, (True, ""))
+    chain.invoke({"history": [message]}, config=traced.config)
+
+    spans = traced.exporter.get_finished_spans()
+    assert len(spans) == 3  # the sequence, the prompt, the chat model
+    longest = max(len(str(v)) for s in spans for v in (s.attributes or {}).values())
+    assert longest < 1000
+    (span,) = traced.chat_spans()
+    assert row(span)["input"] == "What is this?\n[image/jpeg, 5.0 MB]"
