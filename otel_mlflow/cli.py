@@ -54,9 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run a small LangChain app offline and print the MLflow runs it wrote",
         description=(
             "Runs offline a prompt | chat model | parser chain, a tool-calling step and one "
-            "failing call, traced into MLflow. Uses the real ChatVertexAI client against the "
-            "built-in Gemini emulator when langchain-google-vertexai is installed, else a fake "
-            "chat model."
+            "failing call, traced into MLflow. Uses the real ChatGoogleGenerativeAI client "
+            "(langchain-google-genai) against the built-in Gemini emulator when installed, else "
+            "the real ChatVertexAI client (langchain-google-vertexai), else a fake chat model."
         ),
     )
     demo.add_argument(
@@ -71,11 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--model",
-        choices=("auto", "vertexai", "fake"),
+        choices=("auto", "genai", "vertexai", "fake"),
         default="auto",
         help=(
-            "chat model: auto (ChatVertexAI + the Gemini emulator when langchain-google-vertexai "
-            "is installed, else the fake model), vertexai, or fake"
+            "chat model: auto (ChatGoogleGenerativeAI + the Gemini emulator when "
+            "langchain-google-genai is installed, else ChatVertexAI when "
+            "langchain-google-vertexai is, else the fake model), genai, vertexai, or fake"
         ),
     )
 

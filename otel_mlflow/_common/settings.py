@@ -47,6 +47,8 @@ MLFLOW_USE_DEFAULT_TRACER_PROVIDER = "MLFLOW_USE_DEFAULT_TRACER_PROVIDER"
 
 # Base of the default spool directory (XDG Base Directory spec; ``~/.cache`` when unset).
 XDG_CACHE_HOME = "XDG_CACHE_HOME"
+# google-genai's backend switch, read (never set) to name the provider of ChatGoogleGenerativeAI
+GOOGLE_GENAI_USE_VERTEXAI = "GOOGLE_GENAI_USE_VERTEXAI"
 
 # Standard GenAI content switch.
 CAPTURE_MESSAGE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

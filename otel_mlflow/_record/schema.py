@@ -53,6 +53,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "model",
     "input",
     "output",
+    "reasoning",
     "error",
     "duration_ms",
     "ttft_ms",

@@ -28,7 +28,8 @@ def run_example(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "OTEL_TRACES_EXPORTER",
                 "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                "GOOGLE_CLOUD_PROJECT", "OTEL_MLFLOW_SPOOL_DIR"):
+                "GOOGLE_CLOUD_PROJECT", "GOOGLE_API_KEY", "GEMINI_API_KEY",
+                "GOOGLE_GENAI_USE_VERTEXAI", "OTEL_MLFLOW_SPOOL_DIR"):
         env.pop(var, None)
     env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
     proc = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=cwd, env=env,
@@ -88,6 +89,26 @@ def test_gemini_vertexai(tmp_path: Path) -> None:
     japanese = rows(artifact(client, streamed[0].info.run_id, "llm_calls.json",
                              tmp_path / "streamed"))
     assert "大規模言語モデル" in japanese[0]["input"]
+
+
+def test_gemini_genai(tmp_path: Path) -> None:
+    proc = run_example("gemini_genai.py", tmp_path)
+    assert "local Gemini emulator" in proc.stdout
+    client, runs = runs_of(tmp_path, "gemini-genai-example")
+    assert len(runs) == 3
+    by_name = {r.info.run_name: r for r in runs}
+    image_run = by_name["chat gemini-2.5-flash"]
+    streamed = [r for r in runs if "llm.ttft_ms" in r.data.metrics]
+    assert len(streamed) == 1
+    for run in runs:
+        assert run.data.tags["otel_mlflow.status"] == "OK"
+        assert run.data.tags["otel_mlflow.providers"] == "gcp.vertex_ai"
+    invoked = [r for r in runs if r is not image_run and r not in streamed]
+    (row,) = rows(artifact(client, invoked[0].info.run_id, "llm_calls.json", tmp_path / "i"))
+    assert row["output"].startswith("OpenTelemetry is an open standard")
+    assert row["reasoning"] == "One sentence, plain words."
+    (row,) = rows(artifact(client, image_run.info.run_id, "llm_calls.json", tmp_path / "m"))
+    assert row["input"] == "Describe this image in five words.\n[image/png, 68 B]"
 
 
 def test_agent_with_tools(tmp_path: Path) -> None:
@@ -170,7 +191,7 @@ def test_ab_versions(tmp_path: Path) -> None:
 # --- the README and docs stay true to the code ------------------------------------------------
 
 ROOT = EXAMPLES.parent
-DEMO_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[vertexai]" '
+DEMO_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[genai]" '
                 "&& otel-mlflow demo")
 TEST_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" '
                 "&& python -m pytest")
