@@ -8,7 +8,9 @@ state. For each trace that gets a new step, ``add(trace)`` counts it into the ru
 (``otel_mlflow._record.run_totals``) and keeps its tree for the page (at most
 ``MAX_PAGE_TRACES``). ``metrics(timestamp, step)`` are the ``run.*`` points the writer adds to the
 batch's one ``log_batch``, at the batch's last step, so MLflow's "latest value" is the current
-total; ``page(run_id)`` is the run's ``span_tree.html``, re-uploaded per batch.
+total; ``page(run_id)`` is the run's ``span_tree.html``, re-uploaded per batch. Building a page
+never fails a write: a page that cannot be built is skipped and counted as the fault
+``writer.span_tree_html`` (the upload itself raises like every other write).
 
 ``load(client, run, ...)`` builds the views for a run the writer meets for the first time in this
 process. A run with no traces of ours yet (``otel_mlflow.trace_count`` 0) costs nothing. A run that
@@ -27,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from otel_mlflow._common import faults as _faults
 from otel_mlflow._record import ARTIFACT_TREE_HTML, TraceRecord
 from otel_mlflow._record.run_totals import SOURCE_METRICS, RunTotals, steps_from_history
 from otel_mlflow._record.span_tree_html import (
@@ -53,13 +56,22 @@ class ActiveRunViews:
 
         return [Metric(k, float(v), timestamp_ms, step) for k, v in self.totals.metrics().items()]
 
-    def page(self, run_id: str) -> str:
-        return run_page(list(self.trees), run_id=run_id, total_traces=self.totals.traces)
+    def page(self, run_id: str) -> str | None:
+        """The run's ``span_tree.html``; None (a fault, counted) when the page cannot be built."""
+        try:
+            return run_page(list(self.trees), run_id=run_id, total_traces=self.totals.traces)
+        except Exception as exc:  # a page bug must not keep the run's data out of MLflow
+            _faults.report("writer.span_tree_html", exc)
+            return None
 
 
-def trace_page_text(record: TraceRecord) -> str:
-    """The ``span_tree.html`` of a run-per-trace run."""
-    return trace_page(record.tree)
+def trace_page_text(record: TraceRecord) -> str | None:
+    """The ``span_tree.html`` of a run-per-trace run; None (a fault, counted) on a page bug."""
+    try:
+        return trace_page(record.tree)
+    except Exception as exc:  # a page bug must not keep the run's data out of MLflow
+        _faults.report("writer.span_tree_html", exc)
+        return None
 
 
 def load(client: Any, run: Any, trace_count: int, *, page: bool, repo: Any) -> ActiveRunViews:

@@ -179,9 +179,10 @@ class MlflowWriter:
         _artifacts.upload_text(self._repo(artifact_uri), artifact_file, text,
                                _artifacts.JSON_CONTENT_TYPE)
 
-    def _upload_html(self, artifact_uri: str, page: str) -> None:
-        _artifacts.upload_text(self._repo(artifact_uri), ARTIFACT_TREE_HTML, page,
-                               _artifacts.HTML_CONTENT_TYPE)
+    def _upload_html(self, artifact_uri: str, page: str | None) -> None:
+        if page is not None:
+            _artifacts.upload_text(self._repo(artifact_uri), ARTIFACT_TREE_HTML, page,
+                                   _artifacts.HTML_CONTENT_TYPE)
 
     def _link(self, experiment_id: str, run_id: str, otlp: bytes, *, explicit: bool) -> None:
         if not self.link_traces or not otlp:

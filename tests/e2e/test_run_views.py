@@ -214,3 +214,22 @@ def test_a_run_per_trace_gets_its_waterfall_page(server_uri: str, pipelines: lis
     page = _page(client, run.info.run_id, tmp_path)
     assert page.count('class="bar ') == _spans(tree) == 4
     assert "7\u21923 tok \u00b7 10 total" in page
+
+
+def test_a_page_that_cannot_be_built_is_a_counted_fault_not_a_failed_write() -> None:
+    """No server needed: the page builders are guarded; the write goes on without the page."""
+    from otel_mlflow._common import faults
+    from otel_mlflow._sink import run_views
+
+    broken = R.TraceRecord(
+        trace_id="0" * 32, run_name="r", target_run_id="run", experiment_id=None, tags={},
+        params={}, metrics={R.M_TRACE_DURATION: 1.0}, table=R.Table(),
+        tree={"trace_id": "0" * 32, "spans": [{"name": "x", "children": 5}]}, otlp=b"",
+        start_time_ms=0, end_time_ms=1, status=R.STATUS_OK)
+    before = faults.fault_counts().get("writer.span_tree_html", 0)
+    assert run_views.trace_page_text(broken) is None
+    views = run_views.ActiveRunViews()
+    views.add(broken)
+    assert views.page("run") is None
+    assert views.totals.metrics()[R.M_RUN_TRACES] == 1  # the totals are still counted
+    assert faults.fault_counts()["writer.span_tree_html"] == before + 2
