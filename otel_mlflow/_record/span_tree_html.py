@@ -64,17 +64,18 @@ h1{font-size:16px;margin:0 0 4px}h2{font-size:14px;margin:18px 0 4px}
 .meta{color:#5b6473;margin:0 0 8px}.note-cap{background:#fff7e0;border:1px solid #f0d48a;padding:4px 8px;display:inline-block}
 .legend span{display:inline-block;margin-right:10px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px;vertical-align:-1px}
 table.traces{border-collapse:collapse;margin:6px 0}table.traces td,table.traces th{padding:2px 8px;border-bottom:1px solid #e6e8ee;text-align:left}
-.wf{border:1px solid #e1e4ea;border-radius:4px}
-.row,.axis{display:grid;grid-template-columns:minmax(220px,34%) 1fr 70px;align-items:center;min-height:22px}
+.wf{border:1px solid #e1e4ea;border-radius:4px;min-width:760px}
+.row,.axis{display:grid;grid-template-columns:minmax(180px,32%) minmax(420px,1fr) 64px;align-items:center;min-height:22px}
 .row{border-top:1px solid #f0f1f5;cursor:pointer}.row:hover,.row.pinned{background:#f3f6fc}
 .label{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;padding-right:6px}
 .badge{font-size:11px;color:#fff;border-radius:3px;padding:0 4px;margin-left:4px}
 .err-mark{color:#c62828;font-weight:bold;margin-right:3px}
-.track{position:relative;height:22px}
+.track{position:relative;height:22px;overflow:hidden}
 .bar{position:absolute;top:5px;height:12px;border-radius:2px;min-width:2px}
 .bar.error{background-image:repeating-linear-gradient(45deg,#c62828 0 4px,transparent 4px 8px);outline:2px solid #c62828}
 .ttft{position:absolute;top:-2px;width:2px;height:16px;background:#111}
 .bar-note{position:absolute;top:3px;font-size:11px;color:#253047;white-space:nowrap;padding:0 4px}
+.bar-note.inside{color:#fff;overflow:hidden;text-overflow:ellipsis;padding-left:6px}
 .dur{text-align:right;padding-right:6px;color:#5b6473;font-variant-numeric:tabular-nums}
 .axis{color:#5b6473;font-size:11px;border-bottom:1px solid #e1e4ea}.tick{position:absolute;top:4px;white-space:nowrap;transform:translateX(-50%)}
 .tick.first{transform:none}.tick.last{transform:translateX(-100%)}
@@ -245,9 +246,14 @@ def _waterfall(tree: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
                 at = min(max(ttft * 1e6 / (end - start) * 100, 0.0), 100.0)
                 inner = f'<span class="ttft" style="left:{at:.2f}%" title="first token"></span>'
             if text:
-                place = (f"right:{100 - left:.3f}%" if left + width > 62
-                         else f"left:{left + width:.3f}%")
-                note = f'<span class="bar-note" style="{place}">{_e(text)}</span>'
+                # Beside the bar where there is room (right, else left), else inside it.
+                if left + width <= 62:
+                    cls, place = "bar-note", f"left:{left + width:.3f}%"
+                elif left >= 38:
+                    cls, place = "bar-note", f"right:{100 - left:.3f}%"
+                else:
+                    cls, place = "bar-note inside", f"left:{left:.3f}%;width:{width:.3f}%"
+                note = f'<span class="{cls}" style="{place}">{_e(text)}</span>'
         mark = '<span class="err-mark" title="error">\u2715</span>' if failed else ""
         out.append(
             f'<div class="row kind-{kind}{" failed" if failed else ""}" '
