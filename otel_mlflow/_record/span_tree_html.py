@@ -15,8 +15,9 @@ coloured by kind (LLM, tool, retriever, agent, workflow, chain, other), failed s
 and marked ``✕``, LLM bars labelled with their tokens (input -> output, total) and TTFT (a tick
 inside the bar). Hovering a row (or clicking it, which pins the panel) shows its attributes,
 events and status. The values are the tree's, so content is redacted (or left out with content
-capture off) exactly as in ``span_tree.json`` and the spans; one value is cut at
-``MAX_VALUE_CHARS`` here (the full value stays in ``span_tree.json``).
+capture off) exactly as in ``span_tree.json`` and the spans. The page is bounded: one value is
+cut at ``MAX_VALUE_CHARS`` characters and a trace draws at most ``MAX_PAGE_SPANS`` spans (the
+page says how many it leaves out; ``span_tree.json`` keeps everything).
 
 Everything from the trace is HTML-escaped (names, attributes, ids); the embedded tree data is JSON
 with ``<``, ``>``, ``&`` and U+2028/9 written as ``\\u`` escapes, so no value (e.g. a span named
@@ -36,6 +37,7 @@ from otel_mlflow._common import semconv as A
 
 MAX_PAGE_TRACES = 25
 MAX_VALUE_CHARS = 2000
+MAX_PAGE_SPANS = 300
 PAGE_DATA_ID = "otel-mlflow-trees"
 
 # kind -> (label, colour)
@@ -150,19 +152,22 @@ def _ms(value: float) -> str:
     return f"{value:.2f} ms"
 
 
+def _cut(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\u2026 [{len(text) - limit} more characters in span_tree.json]"
+
+
 def _value_text(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(
-        value, ensure_ascii=False, indent=1, default=str)
-    if len(text) > MAX_VALUE_CHARS:
-        text = (text[:MAX_VALUE_CHARS]
-                + f"\u2026 [{len(text) - MAX_VALUE_CHARS} more characters in span_tree.json]")
-    return text
+    if isinstance(value, str):
+        return value  # cut by page_tree already
+    # A structure of cut strings can still be long: cut its JSON text as a whole too.
+    return _cut(json.dumps(value, ensure_ascii=False, indent=1, default=str), 4 * MAX_VALUE_CHARS)
 
 
 def _cap_values(value: Any) -> Any:
-    """The tree with long strings cut as the page shows them (the embedded data stays small)."""
     if isinstance(value, str):
-        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "\u2026"
+        return _cut(value)
     if isinstance(value, Mapping):
         return {str(k): _cap_values(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -170,6 +175,33 @@ def _cap_values(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN / Infinity
     return value
+
+
+def page_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """The tree as a page keeps it: strings cut at ``MAX_VALUE_CHARS``, at most ``MAX_PAGE_SPANS``
+    spans (depth first, in start order), and ``span_count``, the trace's real number of spans.
+
+    Bounded whatever the trace, so the writer can keep the trees of a run's page in memory. A
+    tree that is already a page tree (it has ``span_count``) is returned as it is.
+    """
+    if "span_count" in tree:
+        return dict(tree)
+    budget = [MAX_PAGE_SPANS]
+
+    def prune(nodes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for node in nodes:
+            if budget[0] <= 0:
+                break
+            budget[0] -= 1
+            kept = {str(k): _cap_values(v) for k, v in node.items() if k != "children"}
+            kept["children"] = prune(node.get("children") or ())
+            out.append(kept)
+        return out
+
+    spans = tree.get("spans") or ()
+    return {"trace_id": str(tree.get("trace_id") or ""), "spans": prune(spans),
+            "span_count": sum(1 for _ in _walk(spans))}
 
 
 def _llm_note(attrs: Mapping[str, Any]) -> tuple[str, float | None]:
@@ -211,8 +243,9 @@ def _tip(node: Mapping[str, Any], kind: str) -> str:
 
 
 def _waterfall(tree: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The waterfall block of one trace, and its summary (root name, status, counts)."""
+    """The waterfall block of one page tree, and its summary (root name, status, counts)."""
     rows = list(_walk(tree.get("spans") or ()))
+    span_count = int(tree.get("span_count") or len(rows))
     starts = [int(n.get("start_time_ns") or 0) for _, n in rows]
     ends = [int(n.get("end_time_ns") or n.get("start_time_ns") or 0) for _, n in rows]
     t0 = min(starts, default=0)
@@ -267,13 +300,16 @@ def _waterfall(tree: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             f'<div class="dur">{_e(_ms(_number(node.get("duration_ms")) or 0.0))}</div>'
             f"{_tip(node, kind)}</div>"
         )
+    if span_count > len(rows):
+        out.append(f'<p class="meta">{span_count - len(rows)} more spans are not drawn (the page '
+                   f"draws at most {MAX_PAGE_SPANS} per trace); span_tree.json holds them all.</p>")
     out.append("</div>")
     root = rows[0][1] if rows else {}
     root_status = (root.get("status") or {}).get("code") or "UNSET"
     summary = {
         "trace_id": str(tree.get("trace_id") or ""), "name": str(root.get("name") or ""),
         "status": "ERROR" if root_status == "ERROR" else "OK", "duration_ms": total_ms,
-        "spans": len(rows), "llm_calls": llm_calls, "tokens": tokens, "errors": errors,
+        "spans": span_count, "llm_calls": llm_calls, "tokens": tokens, "errors": errors,
         "start_time": str(root.get("start_time") or ""),
     }
     return "".join(out), summary
@@ -304,7 +340,7 @@ def _summary_line(s: Mapping[str, Any]) -> str:
 
 def trace_page(tree: Mapping[str, Any]) -> str:
     """The waterfall page of one trace (``span_tree.json``'s data)."""
-    block, s = _waterfall(tree)
+    block, s = _waterfall(page_tree(tree))
     body = (f'<h1>{_e(s["name"] or "trace")}</h1>'
             f'<p class="meta">trace {_e(s["trace_id"])} \u00b7 {_e(s["start_time"])} \u00b7 '
             f"{_summary_line(s)}</p>{_legend()}{block}")
@@ -318,7 +354,7 @@ def run_page(trees: Sequence[Mapping[str, Any]], *, run_id: str, total_traces: i
     Only the last ``MAX_PAGE_TRACES`` trees are kept; ``total_traces`` (default: ``len(trees)``)
     is how many the run holds, so the page can say how many it leaves out.
     """
-    kept = [_cap_values(dict(t)) for t in list(trees)[-MAX_PAGE_TRACES:]]
+    kept = [page_tree(t) for t in list(trees)[-MAX_PAGE_TRACES:]]
     total = max(total_traces if total_traces is not None else len(trees), len(kept))
     blocks, lines = [], []
     for number, tree in reversed(list(enumerate(kept, start=total - len(kept) + 1))):

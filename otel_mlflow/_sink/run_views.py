@@ -34,6 +34,7 @@ from otel_mlflow._record import ARTIFACT_TREE_HTML, TraceRecord
 from otel_mlflow._record.run_totals import SOURCE_METRICS, RunTotals, steps_from_history
 from otel_mlflow._record.span_tree_html import (
     MAX_PAGE_TRACES,
+    page_tree,
     run_page,
     trace_page,
     trees_from_page,
@@ -49,7 +50,10 @@ class ActiveRunViews:
     def add(self, trace: TraceRecord) -> None:
         self.totals.add(trace.metrics)
         if trace.tree:
-            self.trees.append(trace.tree)
+            try:
+                self.trees.append(page_tree(trace.tree))  # bounded: cut values, <= 300 spans
+            except Exception as exc:  # a page bug must not keep the run's data out of MLflow
+                _faults.report("writer.span_tree_html", exc)
 
     def metrics(self, timestamp_ms: int, step: int) -> list[Any]:
         from mlflow.entities import Metric

@@ -183,8 +183,10 @@ def test_embedded_trees_round_trip_and_long_values_are_cut(memory) -> None:
     json.loads(data, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     kept, total = H.trees_from_page(page)
     assert total == 1 and kept[0]["spans"][0]["name"] == EVIL
-    assert len(kept[0]["spans"][0]["attributes"][A.INPUT]) == H.MAX_VALUE_CHARS + 1
-    assert "more characters in span_tree.json" in H.trace_page(tree)
+    cut = kept[0]["spans"][0]["attributes"][A.INPUT]
+    assert cut == "x" * H.MAX_VALUE_CHARS + "\u2026 [8000 more characters in span_tree.json]"
+    assert H.page_tree(kept[0]) == kept[0]  # a page tree is not cut twice
+    assert "8000 more characters in span_tree.json" in H.trace_page(tree)
     assert H.trees_from_page("<html>not ours</html>") == ([], 0)
 
 
@@ -203,6 +205,21 @@ def test_content_is_redacted_as_in_span_tree_json(memory) -> None:
         assert GOOGLE_KEY not in page
         assert "REDACTED" in page
         assert _count(_parse(page), "bar") == len(exporter.get_finished_spans())
+
+
+def test_a_huge_trace_draws_a_bounded_number_of_spans(memory) -> None:
+    provider, exporter = memory
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("invoke_workflow big", attributes={A.ROOT: True}):
+        for i in range(H.MAX_PAGE_SPANS + 50):
+            with tracer.start_as_current_span(f"step {i}"):
+                pass
+    tree = R.build_record(exporter.get_finished_spans(), encode=False).tree
+    page = H.trace_page(tree)
+    parsed = _parse(page)
+    assert _count(parsed, "bar") == H.MAX_PAGE_SPANS
+    assert f"{H.MAX_PAGE_SPANS + 51} spans" in page  # the summary counts every span
+    assert f"51 more spans are not drawn (the page draws at most {H.MAX_PAGE_SPANS}" in page
 
 
 @pytest.mark.parametrize(("attrs", "kind"), [
