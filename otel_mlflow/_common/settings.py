@@ -82,6 +82,7 @@ RECEIVER_PORT = "OTEL_MLFLOW_RECEIVER_PORT"
 RECEIVER_TOKEN = "OTEL_MLFLOW_RECEIVER_TOKEN"  # bearer token senders must present
 RECEIVER_MAX_BODY_BYTES = "OTEL_MLFLOW_RECEIVER_MAX_BODY_BYTES"  # compressed and decompressed
 RECEIVER_MAX_BACKLOG_BYTES = "OTEL_MLFLOW_RECEIVER_MAX_BACKLOG_BYTES"  # span log on disk -> 429
+SPAN_TREE_HTML = "OTEL_MLFLOW_SPAN_TREE_HTML"  # bool: write the span_tree.html waterfall page
 
 # Defaults shared by more than one component (exporter and delivery).
 # Writer threads: MLflow requests are I/O-bound; 4 measured faster than 2 or 8 against a local

@@ -41,9 +41,25 @@ M_TOOL_CALLS = "tool.calls"
 M_RETRIEVER_CALLS = "retriever.calls"
 M_SPANS = "spans"
 M_ERRORS = "errors"
+M_COST_USD = "cost.usd"  # per-trace cost, when the cost estimate exists (summed into run.cost.usd)
+
+# Active-run mode: run totals, current as traces arrive (``otel_mlflow._record.run_totals``).
+M_RUN_TRACES = "run.traces"
+M_RUN_LLM_CALLS = "run.llm.calls"
+M_RUN_TOKENS_INPUT = "run.tokens.input"
+M_RUN_TOKENS_OUTPUT = "run.tokens.output"
+M_RUN_TOKENS_TOTAL = "run.tokens.total"
+M_RUN_TOKENS_REASONING = "run.tokens.reasoning"
+M_RUN_TOKENS_CACHE_READ = "run.tokens.cache_read"
+M_RUN_ERRORS = "run.errors"
+M_RUN_LATENCY_P50 = "run.latency_ms.p50"
+M_RUN_LATENCY_P95 = "run.latency_ms.p95"
+M_RUN_TTFT_P50 = "run.ttft_ms.p50"
+M_RUN_COST_USD = "run.cost.usd"
 
 ARTIFACT_TABLE = "llm_calls.json"
 ARTIFACT_TREE = "span_tree.json"
+ARTIFACT_TREE_HTML = "span_tree.html"  # the waterfall page (one per run; the run's traces in active-run mode)
 ARTIFACT_TREES_DIR = "span_trees"  # active-run mode: span_trees/<first trace id>.json per batch
 
 TABLE_COLUMNS: tuple[str, ...] = (

@@ -231,7 +231,7 @@ def test_demo_prints_runs_and_ui_command(demo_runs: dict[str, Any], kind: str) -
         assert run.info.run_id in stdout
         assert run.info.run_name in stdout
     assert "[ERROR]" in stdout and "[OK]" in stdout
-    assert "llm_calls.json" in stdout and "span_tree.json" in stdout
+    assert "llm_calls.json" in stdout and "span_tree.json" in stdout and "span_tree.html" in stdout
     if kind == "genai":
         assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in stdout
         assert ("ChatGoogleGenerativeAI(gemini-2.5-flash, vertexai=True) -> local Gemini "

@@ -167,6 +167,11 @@ def test_seed_start_run(tmp_path: Path) -> None:
     assert set(trees) == trace_ids
     linked = client.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id)
     assert len(linked) == 2
+    # The runs table shows the run's totals, not the last trace's step (issue 13).
+    assert run.data.metrics["run.traces"] == 2 and run.data.metrics["run.llm.calls"] == 2
+    assert run.data.metrics["run.tokens.total"] == sum(r["total_tokens"] for r in table)
+    page = Path(client.download_artifacts(run.info.run_id, "span_tree.html", str(tmp_path / "p")))
+    assert page.read_text("utf-8").count('<section class="trace"') == 2
 
 
 def test_ab_versions(tmp_path: Path) -> None:

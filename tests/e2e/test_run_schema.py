@@ -237,6 +237,6 @@ def test_retries_and_replays_never_duplicate_and_complete_half_written_runs(
     assert completed.info.status == "FINISHED" and completed.data.metrics[R.M_LLM_CALLS] == 1
     assert completed.data.tags[R.TAG_STATUS] == "OK"
     assert {a.path for a in client.list_artifacts(completed.info.run_id)} == {
-        "llm_calls.json", "span_tree.json"}
+        "llm_calls.json", "span_tree.json", "span_tree.html"}
     history = client.get_metric_history(by_trace[first.trace_id].info.run_id, R.M_LLM_CALLS)
     assert len(history) == 1  # the retried metric point was not logged twice
