@@ -57,6 +57,7 @@ from otel_mlflow._record.schema import (
     TAG_SERVICE_NAME,
     TAG_STATUS,
     TAG_TRACE_COUNT,
+    TAG_ROOT_SPAN_ID,
     TAG_TRACE_ID,
 )
 from otel_mlflow._record.span_facts import (
@@ -78,7 +79,7 @@ __all__ = [
     "STATUS_ERROR", "STATUS_OK", "TABLE_COLUMNS",
     "TAG_DROPPED_SPANS", "TAG_ERROR_TYPE", "TAG_LC_METADATA_PREFIX", "TAG_LC_TAGS",
     "TAG_LOGGED_ARTIFACTS", "TAG_MODELS", "TAG_PARTIAL", "TAG_PROVIDERS", "TAG_SERVICE_NAME",
-    "TAG_STATUS", "TAG_TRACE_COUNT", "TAG_TRACE_ID",
+    "TAG_ROOT_SPAN_ID", "TAG_STATUS", "TAG_TRACE_COUNT", "TAG_TRACE_ID",
     "Table", "TraceRecord", "build_record", "build_tree", "choose_root", "encode_otlp",
     "is_langchain_root", "is_trace_root", "merge_batch", "messages_text", "span_id_hex",
     "table_row", "tag_key", "trace_id_hex",

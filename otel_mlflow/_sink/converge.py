@@ -5,10 +5,16 @@ create" races: two processes (two exporters, or a replay in one while another wr
 find nothing and both create. Instead of preventing the second run, every writer settles the
 duplicates after it has written its own:
 
-    after its run of trace T is terminal (FINISHED / FAILED / KILLED), a writer searches the
-    active runs tagged ``otel.trace_id = T``; among the terminal ones it keeps the smallest
-    ``run_id`` and deletes (MLflow's soft ``delete_run``) every other terminal one, its own or
-    another writer's. Runs still RUNNING are left alone.
+    after its run of trace T with root span R is terminal (FINISHED / FAILED / KILLED), a writer
+    searches the active runs tagged ``otel.trace_id = T``; among the terminal ones tagged
+    ``otel.root_span_id = R`` it keeps the smallest ``run_id`` and deletes (MLflow's soft
+    ``delete_run``) every other one, its own or another writer's. Runs still RUNNING are left
+    alone.
+
+The root span id makes the key "the same part of the same trace": several processes of a
+distributed trace that export directly (not through a receiver) each write their own part, with
+their own root (a span whose parent is remote); those runs are different data and are all kept.
+Runs without the tag (written by older versions) are never deleted.
 
 Why it converges to exactly one run (proof in ``docs/team-server.md``): a run is deleted only by a
 writer that saw a smaller terminal run, so the smallest terminal run is never deleted; and the
@@ -30,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from otel_mlflow._common import faults as _faults
-from otel_mlflow._record import TAG_TRACE_ID
+from otel_mlflow._record import TAG_ROOT_SPAN_ID, TAG_TRACE_ID
 
 _logger = logging.getLogger(__name__)
 
@@ -39,10 +45,23 @@ TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 _MAX_RUNS = 100
 
 
-def surplus_runs(runs: Iterable[tuple[str, str]]) -> list[str]:
-    """The run ids to delete from ``(run_id, status)`` pairs of one trace id (sorted)."""
-    terminal = sorted({run_id for run_id, status in runs if status in TERMINAL})
-    return terminal[1:]
+def surplus_runs(runs: Iterable[tuple[str, str, str | None]], root_span_id: str) -> list[str]:
+    """The run ids to delete from ``(run_id, status, root span id tag)`` of one trace id (sorted).
+
+    Only terminal runs of the same part (``root_span_id``) count; all but the smallest go.
+    """
+    same = sorted({run_id for run_id, status, root in runs
+                   if status in TERMINAL and root == root_span_id})
+    return same[1:]
+
+
+def same_part(run: Any, root_span_id: str | None) -> bool:
+    """Whether a found run holds the part of the trace rooted at ``root_span_id``.
+
+    A run without the tag (older versions) matches any part, as the trace id alone used to.
+    """
+    tag = run.data.tags.get(TAG_ROOT_SPAN_ID)
+    return tag is None or root_span_id is None or tag == root_span_id
 
 
 def search_trace_runs(client: Any, experiment_id: str, trace_id: str) -> Sequence[Any]:
@@ -59,16 +78,21 @@ def search_trace_runs(client: Any, experiment_id: str, trace_id: str) -> Sequenc
     )
 
 
-def converge(client: Any, experiment_id: str, trace_id: str) -> str | None:
-    """Apply the rule to ``trace_id``; the kept run id (None when no run is terminal yet).
+def converge(client: Any, experiment_id: str, trace_id: str, root_span_id: str | None
+             ) -> str | None:
+    """Apply the rule to one part of a trace; the kept run id (None when none is terminal yet).
 
     Raises when the search fails (the caller's write is retried, and the retry converges again).
     A delete the server refuses (another user's run under basic-auth) is reported, not raised.
     """
+    if root_span_id is None:
+        return None
     runs = search_trace_runs(client, experiment_id, trace_id)
-    pairs = [(run.info.run_id, run.info.status) for run in runs]
-    surplus = surplus_runs(pairs)
-    kept = min((r for r, s in pairs if s in TERMINAL), default=None)
+    found = [(run.info.run_id, run.info.status, run.data.tags.get(TAG_ROOT_SPAN_ID))
+             for run in runs]
+    surplus = surplus_runs(found, root_span_id)
+    kept = min((r for r, s, root in found if s in TERMINAL and root == root_span_id),
+               default=None)
     for run_id in surplus:
         try:
             client.delete_run(run_id)

@@ -61,13 +61,14 @@ from otel_mlflow._common import settings as _config
 from otel_mlflow._common.settings import resolve_tracking_uri
 
 from otel_mlflow._common import faults as _faults
-from otel_mlflow._sink.converge import converge, search_trace_runs
+from otel_mlflow._sink.converge import converge, same_part, search_trace_runs
 from otel_mlflow._record import (
     ARTIFACT_TABLE,
     ARTIFACT_TREE,
     ARTIFACT_TREES_DIR,
     STATUS_ERROR,
     TAG_LOGGED_ARTIFACTS,
+    TAG_ROOT_SPAN_ID,
     TAG_TRACE_COUNT,
     TraceRecord,
 )
@@ -206,9 +207,13 @@ class MlflowWriter:
                 self._tried.popitem(last=False)
             return seen
 
-    def find_run(self, experiment_id: str, trace_id: str) -> Any | None:
-        """The run of ``trace_id`` (a complete one first), or None."""
-        runs = search_trace_runs(self.client, experiment_id, trace_id)
+    def find_run(
+        self, experiment_id: str, trace_id: str, root_span_id: str | None = None
+    ) -> Any | None:
+        """The run of ``trace_id`` (of its part rooted at ``root_span_id``; a complete one
+        first), or None."""
+        runs = [run for run in search_trace_runs(self.client, experiment_id, trace_id)
+                if same_part(run, root_span_id)]
         if not runs:
             return None
         for run in runs:
@@ -222,13 +227,14 @@ class MlflowWriter:
         client = self.client
         experiment_id = self.experiment_id()
         tried_before = self._remember(record.trace_id)
+        part = record.tags.get(TAG_ROOT_SPAN_ID)
         run = None
         repeat = attempt > 0 or tried_before or self.lookup_existing
         if repeat:
-            run = self.find_run(experiment_id, record.trace_id)
+            run = self.find_run(experiment_id, record.trace_id, part)
             if run is not None and run.info.status in _TERMINAL:
                 _logger.debug("otel_mlflow: trace %s already written", record.trace_id)
-                converge(client, experiment_id, record.trace_id)
+                converge(client, experiment_id, record.trace_id, part)
                 return
         tags: Sequence[Any] = ()
         if run is None:
@@ -252,7 +258,7 @@ class MlflowWriter:
         self._terminate(run_id, "FAILED" if record.status == STATUS_ERROR else "FINISHED",
                         record.end_time_ms)
         # Another process may have written the same trace id meanwhile: settle on one run.
-        converge(client, experiment_id, record.trace_id)
+        converge(client, experiment_id, record.trace_id, part)
 
     def _terminate(self, run_id: str, status: str, end_time_ms: int) -> None:
         # The store call, not MlflowClient.set_terminated: against a server that one also sends

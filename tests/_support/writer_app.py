@@ -5,15 +5,17 @@
 Each trace is a root span with two children, made with the real OpenTelemetry SDK and exported by
 ``MlflowSpanExporter`` (grace 0.05 s) through a ``BatchSpanProcessor``. ``--same-ids SEED`` makes
 trace and span ids a function of SEED and the trace's index, so several processes started with the
-same seed write the SAME trace ids (the cross-process idempotency case). ``--start-at`` is a wall
-clock time (epoch seconds) every process waits for, so the writers really start together. Prints
-one JSON line: the trace ids written and the exporter's faults.
+same seed write the SAME trace ids (the cross-process idempotency case). With ``--go-file PATH`` the
+process prints ``ready`` once set up and waits for PATH to exist, so the parent starts all writers
+together. Prints one JSON line at the end: the trace ids written, the exporter's faults
+and the seconds from the start signal to the last trace delivered.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiment")
     parser.add_argument("--traces", type=int, default=50)
     parser.add_argument("--same-ids", type=int, default=None)
-    parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--go-file", default=None)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
 
@@ -61,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
     tracer = provider.get_tracer("writer_app")
 
-    while time.time() < args.start_at:
-        time.sleep(0.01)
+    if args.go_file:
+        print("ready", flush=True)
+        while not os.path.exists(args.go_file):
+            time.sleep(0.005)
+    started = time.monotonic()
     written = []
     for i in range(args.traces):
         with tracer.start_as_current_span("chain", attributes={"writer.index": i}) as root:
@@ -76,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             written.append(format(root.get_span_context().trace_id, "032x"))
     provider.force_flush(60_000)
     exporter.force_flush(120_000)
+    seconds = time.monotonic() - started
     provider.shutdown()
-    print(json.dumps({"trace_ids": written, "faults": fault_counts()}), flush=True)
+    print(json.dumps({"trace_ids": written, "faults": fault_counts(), "seconds": seconds}),
+          flush=True)
     return 0
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -25,22 +24,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_writers(
-    url: str, experiment: str, processes: int, traces: int, same_ids: int | None = None
+    url: str, experiment: str, processes: int, traces: int, same_ids: int | None = None,
+    *, tmp: Path,
 ) -> list[dict[str, object]]:
-    """Start ``processes`` writer apps at the same moment; their JSON summaries."""
+    """Start ``processes`` writer apps, release them together once all are set up; summaries."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OTEL_SDK_DISABLED="false")
-    start_at = time.time() + 8.0  # every interpreter imported and waiting before it
+    go = tmp / f"go-{experiment}"
     cmd = [sys.executable, "-m", "tests._support.writer_app", url, experiment,
-           "--traces", str(traces), "--start-at", str(start_at)]
+           "--traces", str(traces), "--go-file", str(go)]
     if same_ids is not None:
         cmd += ["--same-ids", str(same_ids)]
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(processes)]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready", proc.stderr and proc.stderr.read()
+    go.touch()
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]
         results.append(json.loads(out.strip().splitlines()[-1]))
+    assert [r["faults"] for r in results] == [{}] * processes  # nothing retried, spooled or lost
     return results
 
 
@@ -61,24 +66,25 @@ def assert_one_complete_run_per_trace(runs: list[object], trace_ids: set[str]) -
 
 
 def test_four_processes_on_postgres_give_one_complete_run_per_trace(
-    mlflow_pg_server: MlflowServer,
+    mlflow_pg_server: MlflowServer, tmp_path: Path
 ) -> None:
-    results = run_writers(mlflow_pg_server.url, "pg-load", processes=4, traces=25)
+    results = run_writers(mlflow_pg_server.url, "pg-load", processes=4, traces=15, tmp=tmp_path)
     trace_ids = {t for r in results for t in r["trace_ids"]}  # type: ignore[attr-defined]
-    assert len(trace_ids) == 100
+    assert len(trace_ids) == 60
     assert_one_complete_run_per_trace(runs_of(mlflow_pg_server.url, "pg-load"), trace_ids)
 
 
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])
 def test_writers_of_the_same_trace_ids_leave_exactly_one_run_each(
-    backend: str, request: pytest.FixtureRequest
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     server: MlflowServer = request.getfixturevalue(
         "mlflow_pg_server" if backend == "postgres" else "mlflow_server"
     )
     experiment = f"same-ids-{backend}"
     writers, traces = 3, 10
-    results = run_writers(server.url, experiment, processes=writers, traces=traces, same_ids=11)
+    results = run_writers(server.url, experiment, processes=writers, traces=traces, same_ids=11,
+                          tmp=tmp_path)
     trace_ids = {t for r in results for t in r["trace_ids"]}  # type: ignore[attr-defined]
     assert len(trace_ids) == traces  # every process wrote the same ids
     assert_one_complete_run_per_trace(runs_of(server.url, experiment), trace_ids)
