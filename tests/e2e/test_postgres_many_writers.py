@@ -68,9 +68,9 @@ def assert_one_complete_run_per_trace(runs: list[object], trace_ids: set[str]) -
 def test_four_processes_on_postgres_give_one_complete_run_per_trace(
     mlflow_pg_server: MlflowServer, tmp_path: Path
 ) -> None:
-    results = run_writers(mlflow_pg_server.url, "pg-load", processes=4, traces=15, tmp=tmp_path)
+    results = run_writers(mlflow_pg_server.url, "pg-load", processes=4, traces=25, tmp=tmp_path)
     trace_ids = {t for r in results for t in r["trace_ids"]}  # type: ignore[attr-defined]
-    assert len(trace_ids) == 60
+    assert len(trace_ids) == 100
     assert_one_complete_run_per_trace(runs_of(mlflow_pg_server.url, "pg-load"), trace_ids)
 
 
