@@ -113,6 +113,21 @@ class PostgresServer:
         finally:
             conn.close()
 
+    def pids(self) -> list[int]:
+        """The postmaster and its backends (for CPU accounting; empty when not running)."""
+        if self.root is None:
+            return []
+        try:
+            first = (self.root / "data" / "postmaster.pid").read_text().split("\n", 1)[0]
+            import psutil
+
+            main = psutil.Process(int(first))
+            return [main.pid, *(c.pid for c in main.children(recursive=True))]
+        except (OSError, ValueError, ImportError):
+            return []
+        except Exception:  # noqa: BLE001 - psutil.Error: the process went away
+            return []
+
     def log_tail(self) -> str:
         if self.root is None:
             return ""
