@@ -11,6 +11,8 @@ import time
 from typing import Any
 from uuid import UUID
 
+from opentelemetry.trace import Status, StatusCode
+
 from otel_mlflow._common import semconv as A
 from otel_mlflow._common.faults import report
 from otel_mlflow._tracing import genai_mapping as M
@@ -40,7 +42,7 @@ class ModelCallbacks(RunLifecycle):
         name = M.run_name(serialized, kwargs, run_type)
         attrs, meta = self._base_attrs(run_id, parent_run_id, run_type, name, tags, metadata, parent)
         attrs[A.GEN_AI_OPERATION_NAME] = operation
-        provider = M.provider_name(metadata)
+        provider = M.provider_name(metadata, serialized)
         if provider is not None:
             attrs[A.GEN_AI_PROVIDER_NAME] = provider
         model = M.request_attributes(kwargs.get("invocation_params"), metadata, attrs)
@@ -129,6 +131,8 @@ class ModelCallbacks(RunLifecycle):
                     put(attrs, pending, A.GEN_AI_OUTPUT_MESSAGES, capture(
                         self._lazy(), self._content.outputs, generations, reasons, run.memo))
                 self._end_attrs(run, attrs, pending)
+                if A.ERROR_TYPE in attrs:  # an answer that is a failure: a blocked prompt
+                    run.span.set_status(Status(StatusCode.ERROR, attrs.get(A.ERROR_MESSAGE)))
             finally:
                 run.span.end(end_time=now)
         except Exception as exc:  # noqa: BLE001
