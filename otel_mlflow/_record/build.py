@@ -72,6 +72,7 @@ from otel_mlflow._record.schema import (
     TAG_SAMPLE_RATIO,
     TAG_SERVICE_NAME,
     TAG_STATUS,
+    TAG_ROOT_SPAN_ID,
     TAG_TRACE_ID,
 )
 from otel_mlflow._record.sampling import format_ratio
@@ -87,6 +88,7 @@ from otel_mlflow._record.span_facts import (
     is_tool,
     load_json,
     num,
+    span_id_hex,
     start_ns,
     trace_id_hex,
 )
@@ -287,6 +289,7 @@ def build_record(
     resource_attrs = root.resource.attributes if root.resource is not None else {}
     tags: dict[str, str] = {
         TAG_TRACE_ID: trace_id,
+        TAG_ROOT_SPAN_ID: span_id_hex(root.context.span_id),
         TAG_STATUS: status,
         TAG_LOGGED_ARTIFACTS: json.dumps([{"path": ARTIFACT_TABLE, "type": "table"}]),
     }

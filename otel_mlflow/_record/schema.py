@@ -8,6 +8,7 @@ them.
 from __future__ import annotations
 
 TAG_TRACE_ID = "otel.trace_id"
+TAG_ROOT_SPAN_ID = "otel.root_span_id"  # with the trace id: which part of a trace a run holds
 TAG_SERVICE_NAME = "otel.service.name"
 TAG_STATUS = "otel_mlflow.status"
 TAG_ERROR_TYPE = "otel_mlflow.error_type"
