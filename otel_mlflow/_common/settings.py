@@ -69,6 +69,9 @@ MAX_ATTRIBUTE_CHARS = "OTEL_MLFLOW_MAX_ATTRIBUTE_CHARS"  # cap for one JSON cont
 DEFER_CONTENT = "OTEL_MLFLOW_DEFER_CONTENT"  # tracer: content JSON written on first read of a span
 REDACT_KEYS = "OTEL_MLFLOW_REDACT_KEYS"  # comma-separated extra key regexes
 REDACT_PATTERNS = "OTEL_MLFLOW_REDACT_PATTERNS"  # comma-separated extra value regexes
+APP_VERSION = "OTEL_MLFLOW_APP_VERSION"  # tracer: overrides the computed chain version
+REGISTER_PROMPTS = "OTEL_MLFLOW_REGISTER_PROMPTS"  # writer: register unknown prompt templates
+LOGGED_MODELS = "OTEL_MLFLOW_LOGGED_MODELS"  # writer: one MLflow LoggedModel per chain version
 
 # Defaults shared by more than one component (exporter and delivery).
 # Writer threads: MLflow requests are I/O-bound; 4 measured faster than 2 or 8 against a local

@@ -36,6 +36,7 @@ Configuration, each resolved once here (argument > environment variable > defaul
 - ``max_open_runs``: ``OTEL_MLFLOW_MAX_OPEN_RUNS`` > 10000
 - ``redact_keys`` / ``redact_patterns``: ``OTEL_MLFLOW_REDACT_KEYS`` / ``OTEL_MLFLOW_REDACT_PATTERNS``
 - ``mask``: a ``mask(key, value) -> value`` hook applied to every captured leaf value.
+- ``app_version``: ``OTEL_MLFLOW_APP_VERSION`` > the computed chain version (``_tracing/version``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from otel_mlflow._common.redact import Redactor
 from otel_mlflow._tracing.run_map import RunMap, RunState
 from otel_mlflow._tracing.content.serialize import Serializer
 from otel_mlflow._tracing.events import SpanEventCallbacks
+from otel_mlflow._tracing.version import RootIdentity
 
 DEFAULT_RUN_TTL_SECONDS = 600.0
 DEFAULT_MAX_OPEN_RUNS = 10_000
@@ -93,6 +95,7 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
         redact_patterns: Iterable[str] | None = None,
         mask: Callable[[str | None, Any], Any] | None = None,
         defer_content: bool | None = None,
+        app_version: str | None = None,
     ) -> None:
         super().__init__()
         provider = tracer_provider or trace_api.get_tracer_provider()
@@ -127,6 +130,8 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
         )
         # Content capture off: the serializer is not handed to the error / event code either.
         self._content_ser = self._ser if self.capture_content else None
+        # Root spans: chain version, session, user, active LoggedModel (``_tracing/version``).
+        self._identity = RootIdentity(app_version)
         # HTTP/gRPC client spans of the provider call nest under the chat span through this.
         _model_context.register(self)
 
@@ -243,6 +248,7 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
             if parent_run_id is not None:
                 attrs[A.LC_PARENT_RUN_ID] = str(parent_run_id)
             self._active_mlflow_run(attrs)
+            self._identity.annotate(attrs, metadata)
         if tags:
             kept_tags = M.user_tags(tags)
             if kept_tags:
