@@ -75,6 +75,8 @@ Configuration (constructor argument > environment variable > default, resolved o
 - ``max_buffered_traces``: ``OTEL_MLFLOW_MAX_BUFFERED_TRACES``, default 2,000 (back-pressure).
 - ``max_spans_per_trace``: ``OTEL_MLFLOW_MAX_SPANS_PER_TRACE``, default 10,000.
 - ``workers``: ``OTEL_MLFLOW_WORKERS``, default 4 writer threads.
+- ``register_prompts``: ``OTEL_MLFLOW_REGISTER_PROMPTS``, default off (prompt templates not in
+  MLflow's Prompt Registry are registered; ``otel_mlflow._sink.prompts``).
 - ``spool_dir``, ``spool_max_bytes``, ``shutdown_timeout_seconds``,
   ``retry_max_seconds``: ``OTEL_MLFLOW_SPOOL_DIR`` etc., passed to ``Delivery`` / ``Spool``.
 
@@ -183,6 +185,7 @@ class MlflowSpanExporter(SpanExporter):
         retry_max_seconds: float | None = None,
         parent_wait_seconds: float | None = None,
         write: Callable[..., None] | None = None,
+        register_prompts: bool | None = None,
     ) -> None:
         """Resolve every setting once; cheap (no network: MLflow is reached from the workers).
 
@@ -220,7 +223,8 @@ class MlflowSpanExporter(SpanExporter):
 
         self.writer = None
         if write is None:
-            self.writer = MlflowWriter(self.tracking_uri, self.experiment_name, self.link_traces)
+            self.writer = MlflowWriter(self.tracking_uri, self.experiment_name, self.link_traces,
+                                       register_prompts=register_prompts)
             write = self.writer.write
         spool = Spool(
             spool_dir or _config.env_str(_config.SPOOL_DIR),

@@ -18,6 +18,17 @@ TAG_DROPPED_SPANS = "otel_mlflow.dropped_spans"
 TAG_TRACE_COUNT = "otel_mlflow.trace_count"  # active-run mode: traces written into the run
 TAG_LC_TAGS = "langchain.tags"
 TAG_LC_METADATA_PREFIX = "langchain.metadata."
+# Version identity (``_record/version.py``; docs/experiments.md "Version identity")
+TAG_CHAIN_VERSION = "otel_mlflow.chain.version"
+TAG_APP_VERSION = "otel_mlflow.app.version"  # the resource's service.version
+TAG_MODEL_ID = "otel_mlflow.model_id"  # the chain version's MLflow LoggedModel
+TAG_SESSION_ID = "otel_mlflow.session.id"
+TAG_USER_ID = "otel_mlflow.user.id"
+# MLflow's standard source tags (mlflow.utils.mlflow_tags), set by the writer as fluent runs get them
+TAG_MLFLOW_SOURCE_NAME = "mlflow.source.name"
+TAG_MLFLOW_SOURCE_TYPE = "mlflow.source.type"
+TAG_MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_MLFLOW_USER = "mlflow.user"
 TAG_LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # mlflow.utils.mlflow_tags.MLFLOW_LOGGED_ARTIFACTS
 
 PARAM_MODEL = "model"
@@ -25,6 +36,7 @@ PARAM_TEMPERATURE = "temperature"
 PARAM_TOP_P = "top_p"
 PARAM_TOP_K = "top_k"
 PARAM_MAX_TOKENS = "max_tokens"
+PARAM_PROMPT_PREFIX = "prompt."  # prompt.<name> = the template's 12-hex hash
 
 M_TRACE_DURATION = "trace.duration_ms"
 M_LLM_CALLS = "llm.calls"
@@ -43,6 +55,7 @@ M_ERRORS = "errors"
 
 ARTIFACT_TABLE = "llm_calls.json"
 ARTIFACT_TREE = "span_tree.json"
+ARTIFACT_PROMPTS = "prompts.json"  # the chain's prompt templates (run-per-trace mode)
 ARTIFACT_TREES_DIR = "span_trees"  # active-run mode: span_trees/<first trace id>.json per batch
 
 TABLE_COLUMNS: tuple[str, ...] = (
