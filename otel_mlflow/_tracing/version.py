@@ -21,6 +21,11 @@ frame of a LangChain / LangGraph runnable method and takes its ``self``: the run
 invoked. Only frames of those packages are looked at (module name check, then ``self``), at most
 ``_MAX_FRAMES``.
 
+Secrets: the description goes through the tracer's redactor (secret keys such as a bound
+``api_key`` and secret-looking values become ``[REDACTED]``) before it is hashed or recorded. It is
+recorded with content capture off too: templates and parameters are the app's code, not its
+users' content.
+
 Cost: the description is computed once per distinct root object and cached by ``id()`` with a
 weak reference (a strong one for objects that cannot be weakly referenced), at most
 ``_CACHE_MAX`` entries; later roots pay the frame walk and a dict lookup. A runnable changed in
@@ -39,6 +44,7 @@ from typing import Any
 from otel_mlflow._common import semconv as A
 from otel_mlflow._common import settings as _config
 from otel_mlflow._common.canonical import canonical_json, short_hash
+from otel_mlflow._common.redact import Redactor, default_redactor
 from otel_mlflow._tracing.describe import describe
 
 _SESSION_KEYS = ("session_id", "thread_id", "conversation_id")
@@ -94,8 +100,9 @@ def find_root_runnable(start: Any = None) -> Any:
 class RootIdentity:
     """Adds version, session, user and active-model attributes to root spans (module doc)."""
 
-    def __init__(self, app_version: str | None = None) -> None:
+    def __init__(self, app_version: str | None = None, redactor: Redactor | None = None) -> None:
         self.app_version = app_version or _config.env_str(_config.APP_VERSION)
+        self._redactor = redactor or default_redactor()
         self._cache: dict[int, _Entry] = {}
         self._lock = threading.Lock()
 
@@ -107,7 +114,9 @@ class RootIdentity:
             ref = entry.ref
             if (ref() if isinstance(ref, weakref.ref) else ref) is root:
                 return entry
-        text = canonical_json(describe(root))
+        # Redacted before hashing: a key bound with ``.bind(api_key=...)`` is neither recorded nor
+        # part of the version (rotating it keeps the version).
+        text = canonical_json(self._redactor.redact_value(None, describe(root)))
         try:
             ref: Any = weakref.ref(root)
         except TypeError:
