@@ -131,7 +131,9 @@ class OtelTracer(SpanEventCallbacks, BaseCallbackHandler):
         # Content capture off: the serializer is not handed to the error / event code either.
         self._content_ser = self._ser if self.capture_content else None
         # Root spans: chain version, session, user, active LoggedModel (``_tracing/version``).
-        self._identity = RootIdentity(app_version, redactor)
+        # (Its redactor has no ``mask``: that hook is for captured content, run off the app thread.)
+        self._identity = RootIdentity(
+            app_version, Redactor(extra_keys=redact_keys, extra_patterns=redact_patterns))
         # HTTP/gRPC client spans of the provider call nest under the chat span through this.
         _model_context.register(self)
 
