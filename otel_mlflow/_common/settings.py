@@ -71,7 +71,6 @@ REDACT_KEYS = "OTEL_MLFLOW_REDACT_KEYS"  # comma-separated extra key regexes
 REDACT_PATTERNS = "OTEL_MLFLOW_REDACT_PATTERNS"  # comma-separated extra value regexes
 APP_VERSION = "OTEL_MLFLOW_APP_VERSION"  # tracer: overrides the computed chain version
 REGISTER_PROMPTS = "OTEL_MLFLOW_REGISTER_PROMPTS"  # writer: register unknown prompt templates
-LOGGED_MODELS = "OTEL_MLFLOW_LOGGED_MODELS"  # writer: one MLflow LoggedModel per chain version
 
 # Defaults shared by more than one component (exporter and delivery).
 # Writer threads: MLflow requests are I/O-bound; 4 measured faster than 2 or 8 against a local
