@@ -51,6 +51,7 @@ _SESSION_KEYS = ("session_id", "thread_id", "conversation_id")
 _USER_KEYS = ("user_id",)
 _LC_MODULES = ("langchain_core.runnables", "langchain_core.language_models", "langgraph.",
                "langchain.", "langchain_core.prompts", "langchain_core.tools")
+_PASS_THROUGH = ("langchain_core", "otel_mlflow", "contextvars", "asyncio", "concurrent")
 _MAX_FRAMES = 64
 _CACHE_MAX = 256
 
@@ -78,7 +79,9 @@ def find_root_runnable(start: Any = None) -> Any:
     from langchain_core.runnables import Runnable
 
     frame = start if start is not None else sys._getframe(1)  # noqa: SLF001
-    found = None
+    # Cheap pass: module names and code flags only; ``f_locals`` (which builds a dict) is read
+    # afterwards, outermost frame first, usually once.
+    candidates = []
     for _ in range(_MAX_FRAMES):
         if frame is None:
             break
@@ -86,15 +89,15 @@ def find_root_runnable(start: Any = None) -> Any:
         if type(module) is str and module.startswith(_LC_MODULES):
             code = frame.f_code
             if code.co_argcount and code.co_varnames[0] == "self":
-                candidate = frame.f_locals.get("self")
-                if isinstance(candidate, Runnable):
-                    found = candidate
-        elif found is not None and type(module) is str and not module.startswith(
-            ("langchain_core", "otel_mlflow", "contextvars", "asyncio", "concurrent")
-        ):
+                candidates.append(frame)
+        elif candidates and type(module) is str and not module.startswith(_PASS_THROUGH):
             break  # back in the app's code: the last runnable seen is the one it invoked
         frame = frame.f_back
-    return found
+    for frame in reversed(candidates):
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, Runnable):
+            return candidate
+    return None
 
 
 class RootIdentity:
@@ -146,7 +149,8 @@ class RootIdentity:
         if root is not None:
             entry = self.entry(root)
             attrs[A.CHAIN_DESCRIPTION] = entry.description
-            attrs[A.CHAIN_NAME] = entry.name
+            # The run name (``run_name`` / ``with_config(run_name=...)``) names the chain best.
+            attrs[A.CHAIN_NAME] = attrs.get(A.LC_NAME) or entry.name
             version = version or self.app_version or entry.version
         else:
             version = version or self.app_version
