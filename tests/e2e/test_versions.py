@@ -205,3 +205,32 @@ def test_registry_prompts_are_linked_and_unknown_ones_registered_on_request(
     version = client.get_prompt_version(new["name"], new["version"])
     assert version.template == unknown_text.replace("{question}", "{{question}}")
     assert linked(traces[unknown_run.info.run_id].info.tags) == [new]
+
+
+def test_real_vertex_client_versions_by_temperature(
+    mlflow_server: Any, gemini_emulator: Any, tmp_path: Path
+) -> None:
+    pipe = Pipeline(mlflow_server.url, tmp_path)
+    prompt = ChatPromptTemplate.from_messages([("system", SYSTEM_V1), ("human", "{question}")])
+    try:
+        for temperature in (0.2, 0.2, 0.8):
+            model = gemini_emulator.chat_model("gemini-2.5-flash", temperature=temperature,
+                                               thinking_budget=64)
+            (prompt | model | StrOutputParser()).invoke(
+                {"question": "あなたは誰?"}, config={"callbacks": [pipe.tracer],
+                                                "metadata": {"thread_id": "th-1"}})
+        pipe.drain()
+        runs = pipe.runs()
+    finally:
+        pipe.provider.shutdown()
+    versions = [r.data.tags[R.TAG_CHAIN_VERSION] for r in runs]
+    assert versions[0] == versions[1] != versions[2]
+    models = {m.params["temperature"]: m for m in pipe.client.search_logged_models(
+        experiment_ids=[pipe.experiment_id])}
+    assert sorted(models) == ["0.2", "0.8"]
+    assert models["0.2"].params["thinking_budget"] == "64"
+    assert models["0.2"].params["model"] == "gemini-2.5-flash"
+    traces = pipe.client.search_traces(locations=[pipe.experiment_id])
+    assert {t.info.trace_metadata["mlflow.trace.session"] for t in traces} == {"th-1"}
+    assert {t.info.trace_metadata["mlflow.modelId"] for t in traces} == {
+        m.model_id for m in models.values()}
