@@ -266,8 +266,7 @@ def _tool(obj: Any, kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {"type": kind, "kind": "tool", "name": str(getattr(obj, "name", kind)),
                            "description": value(getattr(obj, "description", None))}
     try:
-        schema = obj.tool_call_schema
-        out["schema"] = value(schema.model_json_schema() if isinstance(schema, type) else schema)
+        out["schema"] = value(obj.tool_call_schema)  # a pydantic class: its JSON schema
     except Exception:  # noqa: BLE001 - a tool without a schema we can read
         pass
     return out

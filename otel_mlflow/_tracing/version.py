@@ -114,8 +114,8 @@ class RootIdentity:
         key = id(root)
         entry = self._cache.get(key)
         if entry is not None:
-            ref = entry.ref
-            if (ref() if isinstance(ref, weakref.ref) else ref) is root:
+            held = entry.ref
+            if (held() if isinstance(held, weakref.ref) else held) is root:
                 return entry
         # Redacted before hashing: a key bound with ``.bind(api_key=...)`` is neither recorded nor
         # part of the version (rotating it keeps the version).
