@@ -43,6 +43,7 @@ from typing import Any
 
 from otel_mlflow._common import semconv as A
 from otel_mlflow._common import settings as _config
+from otel_mlflow._common.faults import report
 from otel_mlflow._common.canonical import canonical_json, short_hash
 from otel_mlflow._common.redact import Redactor, default_redactor
 from otel_mlflow._tracing.describe import describe
@@ -133,8 +134,19 @@ class RootIdentity:
         return entry
 
     def annotate(self, attrs: dict[str, Any], metadata: Mapping[str, Any] | None) -> None:
-        """Root-span attributes (see the module docstring); call from a callback only."""
-        root = find_root_runnable(sys._getframe(1))  # noqa: SLF001
+        """Root-span attributes (see the module docstring); call from a callback only.
+
+        A fault (a runnable whose attributes raise, say) is reported as ``tracer.version`` and
+        leaves the span without version attributes; the rest of the span is unaffected.
+        """
+        try:
+            self._annotate(attrs, metadata, sys._getframe(2))  # noqa: SLF001
+        except Exception as exc:  # noqa: BLE001 - never into the app
+            report("tracer.version", exc)
+
+    def _annotate(self, attrs: dict[str, Any], metadata: Mapping[str, Any] | None,
+                  caller: Any) -> None:
+        root = find_root_runnable(caller)
         version = None
         if metadata:
             session = _first(metadata, _SESSION_KEYS)

@@ -241,3 +241,25 @@ def test_versions_are_equal_across_processes_and_differ_across_configs() -> None
     first, second = results
     assert first == second
     assert len(set(first.values())) == 4
+
+
+def test_a_runnable_that_cannot_be_described_still_gets_its_span() -> None:
+    from langchain_core.runnables import Runnable
+
+    from otel_mlflow._common.faults import fault_counts
+
+    class Odd(Runnable[Any, Any]):
+        def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+            return self._call_with_config(lambda x: x, input, config)
+
+        @property
+        def steps(self) -> Any:
+            raise RuntimeError("no steps here")
+
+    before = fault_counts().get("tracer.version", 0)
+    traced = Traced()
+    assert Odd().invoke("x", config={"callbacks": [traced.tracer],
+                                     "metadata": {"user_id": "u"}}) == "x"
+    (root,) = traced.roots()
+    assert A.CHAIN_VERSION not in root and root[A.LC_NAME] == "Odd"
+    assert fault_counts()["tracer.version"] == before + 1
