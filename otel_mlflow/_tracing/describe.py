@@ -13,8 +13,9 @@ a dict with ``type`` (the class name) and, per kind, in this order of checks:
    ``RunnableBranch`` (``branches`` as [condition, runnable] and ``default``: every branch,
    whichever one an input takes), ``RunnableWithFallbacks``, ``RunnableBinding`` (``bound`` and
    its ``kwargs``: tools bound with ``bind_tools`` are there, with names and schemas), a LangGraph
-   graph (``nodes`` by name; a node function's closure cells that hold runnables, tools or models,
-   which is where ``create_agent`` keeps its model and tools);
+   graph (``nodes`` by name; a node function's closure cells that hold runnables, tools, models
+   or a system message / prompt string, which is where ``create_agent`` keeps its model, tools
+   and ``system_prompt``);
 5. anything else: type and name only (a ``RunnableLambda`` is its function's name).
 
 Inputs never enter the description, so branches and agent loops that run differently per input
@@ -188,13 +189,24 @@ class _Walk:
         cells = getattr(func, "__closure__", None)
         if not cells:
             return []
+        from langchain_core.messages import BaseMessage
+
+        code = getattr(func, "__code__", None)
+        names = getattr(code, "co_freevars", ()) or ()
         found = []
-        for cell in cells:
+        for index, cell in enumerate(cells):
             try:
                 content = cell.cell_contents
             except ValueError:  # an empty cell
                 continue
-            if isinstance(content, Runnable):
+            name = names[index] if index < len(names) else ""
+            if isinstance(content, BaseMessage) or (isinstance(content, str) and "prompt" in name):
+                # ``create_agent(system_prompt=...)`` keeps its system prompt as a message here.
+                found.append({"type": type(content).__name__, "kind": "prompt", "name": name,
+                              "messages": [_message(content) if isinstance(content, BaseMessage)
+                                           else {"role": "system", "template": content}],
+                              "input_variables": []})
+            elif isinstance(content, Runnable):
                 found.append(self.node(content, depth))
             elif isinstance(content, Mapping) and content and all(
                 isinstance(v, Runnable) for v in content.values()

@@ -263,3 +263,19 @@ def test_a_runnable_that_cannot_be_described_still_gets_its_span() -> None:
     (root,) = traced.roots()
     assert A.CHAIN_VERSION not in root and root[A.LC_NAME] == "Odd"
     assert fault_counts()["tracer.version"] == before + 1
+
+
+def test_create_agent_versions_cover_model_tools_and_system_prompt() -> None:
+    from langchain.agents import create_agent
+
+    def agent(system: str, temperature: float, tools: list[Any]) -> Any:
+        return create_agent(FakeChatModel(temperature=temperature), tools=tools,
+                            system_prompt=system, name="weather_agent")
+
+    base = describe(agent("Be brief.", 0.1, [get_weather]))
+    assert describe(agent("Be brief.", 0.1, [get_weather])) == base
+    for changed in (agent("Be thorough.", 0.1, [get_weather]), agent("Be brief.", 0.5,
+                    [get_weather]), agent("Be brief.", 0.1, [get_weather, get_time])):
+        assert describe(changed) != base
+    text = json.dumps(base)
+    assert "Be brief." in text and "get_weather" in text and '"temperature": 0.1' in text
