@@ -13,7 +13,8 @@ See ``docs/`` for the configuration reference and the span / run schema.
 from __future__ import annotations
 
 from otel_mlflow._setup import configure
-from otel_mlflow._export.exporter import MlflowSpanExporter, flush
+from otel_mlflow._export.exporter import MlflowSpanExporter
+from otel_mlflow._export.providers import flush
 from otel_mlflow._common.faults import fault_counts
 from otel_mlflow._common.settings import package_version
 from otel_mlflow._tracing.handler import OtelTracer

@@ -431,7 +431,7 @@ def run_demo(tracking_uri: str | None = None, experiment_name: str | None = None
     ``model``: ``auto`` (ChatVertexAI + emulator when installed, else fake), ``vertexai``, ``fake``.
     """
     from otel_mlflow._setup import configure
-    from otel_mlflow._export.exporter import flush
+    from otel_mlflow._export.providers import flush
 
     if model not in MODEL_CHOICES:
         raise ValueError(f"model must be one of {MODEL_CHOICES}, not {model!r}")

@@ -72,13 +72,12 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otel_mlflow._common import settings as _config
@@ -91,6 +90,8 @@ from otel_mlflow._common.settings import (
     OTLP_TRACES_PROTOCOL,
 )
 from otel_mlflow._export.exporter import MlflowSpanExporter
+from otel_mlflow._export.providers import remember_provider
+from otel_mlflow._export.providers import exporters_of as _exporters
 from otel_mlflow._tracing.handler import OtelTracer
 
 _logger = logging.getLogger(__name__)
@@ -142,6 +143,9 @@ def configure(
             otlp_exporter = _otlp_exporter(otlp, otlp_endpoint)
             if otlp_exporter is not None:
                 provider.add_span_processor(BatchSpanProcessor(otlp_exporter))
+        # flush() force-flushes it too: a provider passed as ``tracer_provider`` (not the global
+        # one) otherwise keeps spans in its BatchSpanProcessor queue until its schedule delay.
+        remember_provider(provider)
         per_provider = _tracers.setdefault(provider, {})
         tracer = per_provider.get(capture_content)
         if tracer is None:
@@ -156,17 +160,6 @@ def configure(
             instrumentor.uninstrument()
         instrumentor.instrument(tracer=tracer)
     return tracer
-
-
-def configured_providers() -> list[TracerProvider]:
-    """The providers ``configure()`` built or extended and that are still alive.
-
-    ``otel_mlflow.flush()`` can force-flush these too: a provider passed as ``tracer_provider``
-    (not the global one) otherwise keeps spans in its ``BatchSpanProcessor`` queue until its
-    schedule delay passes.
-    """
-    with _lock:
-        return list(_tracers.keys())
 
 
 def _warn_about_mlflow_tracing() -> None:
@@ -232,19 +225,6 @@ def _check_service_name(provider: TracerProvider, service_name: str | None) -> N
             service_name,
             provider.resource.attributes.get(SERVICE_NAME),
         )
-
-
-def _processors(provider: TracerProvider) -> Iterable[SpanProcessor]:
-    active = getattr(provider, "_active_span_processor", None)
-    return tuple(getattr(active, "_span_processors", ()))
-
-
-def _exporters(provider: TracerProvider) -> Iterable[SpanExporter]:
-    """Exporters behind the provider's Batch/Simple processors (the SDK keeps them private)."""
-    for processor in _processors(provider):
-        exporter = getattr(processor, "span_exporter", None)
-        if exporter is not None:
-            yield exporter
 
 
 def _is_otlp_exporter(exporter: SpanExporter) -> bool:

@@ -56,6 +56,12 @@ def describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
 
 
+def short(exc: BaseException) -> str:
+    """The exception for a log line: redacted (no secret from a URL or header), capped."""
+    text = describe(exc)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def report(where: str, exc: BaseException | None = None, message: str | None = None) -> None:
     """Count a fault at ``where`` and log it (redacted) unless the same place logged within
     the interval."""

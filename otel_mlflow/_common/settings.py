@@ -79,6 +79,19 @@ DEFAULT_WORKERS = 4
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
 DEFAULT_RETRY_MAX_SECONDS = 30.0
 
+# Exporter defaults (resolved by ``otel_mlflow._export.settings.ExporterSettings``).
+RUN_MODE_TRACE = "trace"
+RUN_MODE_ACTIVE = "active"
+RUN_MODES = frozenset({RUN_MODE_TRACE, RUN_MODE_ACTIVE})
+DEFAULT_GRACE_SECONDS = 1.0
+DEFAULT_TRACE_TIMEOUT_SECONDS = 300.0
+# ~14 KB per buffered 4-span trace of short prompts (benchmarks/soak.py); traces with long
+# prompts hold more. 2,000 keeps a full buffer in the tens of MB while leaving room for 1,000+
+# traces/s under the default 1 s grace.
+DEFAULT_MAX_BUFFERED_TRACES = 2_000
+DEFAULT_MAX_SPANS_PER_TRACE = 10_000
+DEFAULT_PARENT_WAIT_SECONDS = 10.0
+
 DIST_NAME = "otel-mlflow"
 _UNKNOWN_VERSION = "0.0.0"
 
@@ -138,6 +151,11 @@ def env_list(name: str) -> list[str]:
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
     """Argument > ``MLFLOW_TRACKING_URI`` > ``sqlite:///mlflow.db`` (MLflow's own default)."""
     return tracking_uri or env_str(MLFLOW_TRACKING_URI) or DEFAULT_TRACKING_URI
+
+
+def resolve_experiment_name(experiment_name: str | None) -> str | None:
+    """Argument > ``MLFLOW_EXPERIMENT_NAME`` > None (MLflow's "Default" experiment)."""
+    return experiment_name or env_str(MLFLOW_EXPERIMENT_NAME)
 
 
 @functools.cache

@@ -13,9 +13,11 @@ from typing import Any
 
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._common.settings import resolve_tracking_uri
-from otel_mlflow._delivery.policy import ErrorKind, write_with_attempt
+from otel_mlflow._delivery.errors import ErrorKind
 from otel_mlflow._delivery.replay_entry import Outcome, replay_entry
-from otel_mlflow._delivery.spool import ReplayResult, Spool, SpoolEntry
+from otel_mlflow._delivery.spool import Spool
+from otel_mlflow._delivery.spool_entry import ReplayResult, SpoolEntry
+from otel_mlflow._delivery.write_call import write_with_attempt
 
 _logger = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ def replay(
     *,
     writer_factory: Callable[[str, str | None, bool], Callable[[Any], None]] | None = None,
     include_rejected: bool = False,
+    loads: Callable[[str], Any] | None = None,
 ) -> ReplayResult:
     """Write every spooled trace to MLflow now (``otel-mlflow replay``); never raises.
 
@@ -38,10 +41,13 @@ def replay(
     the cause was fixed (a newer MLflow server, a changed limit); those MLflow still refuses go
     back to ``rejected/``.
     ``writer_factory(tracking_uri, experiment_name, link_traces)`` builds the write function
-    (default: ``MlflowWriter(...).write``, one per experiment found in the spool).
+    (default: ``MlflowWriter(...).write``, one per experiment found in the spool); ``loads``
+    turns an entry's JSON text back into the record that writer takes (default:
+    ``TraceRecord.from_json``).
     """
     uri = resolve_tracking_uri(tracking_uri)
-    spool = Spool(spool_dir, tracking_uri=uri)  # opening releases claims of dead processes
+    # Opening releases claims of dead processes.
+    spool = Spool(spool_dir, tracking_uri=uri, loads=loads or _default_loads)
     if include_rejected:
         spool.restore_rejected()
     factory = writer_factory or _default_writer_factory
@@ -107,6 +113,12 @@ def _call_progress(cb: Callable[[int, int | None], None], done: int, total: int 
         cb(done, total)
     except Exception as exc:  # noqa: BLE001 - a broken progress bar must not stop a replay
         _faults.report("spool.progress", exc)
+
+
+def _default_loads(text: str) -> Any:
+    from otel_mlflow._record import TraceRecord  # the record type MlflowWriter writes
+
+    return TraceRecord.from_json(text)
 
 
 def _default_writer_factory(

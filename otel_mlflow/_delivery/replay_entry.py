@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from otel_mlflow._delivery.policy import ErrorKind, classify_error, short
-from otel_mlflow._delivery.spool import Spool, SpoolEntry
+from otel_mlflow._common.faults import short
+from otel_mlflow._delivery.errors import ErrorKind, classify_error
+from otel_mlflow._delivery.spool import Spool
+from otel_mlflow._delivery.spool_entry import SpoolEntry
 
 
 class Outcome(enum.Enum):

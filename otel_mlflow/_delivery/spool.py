@@ -7,16 +7,10 @@ start. Entries are replayed oldest first, by :class:`otel_mlflow._delivery.worke
 reachable again (also by a new process started on the same directory) and by
 ``otel-mlflow replay`` (:func:`otel_mlflow._delivery.replay.replay`).
 
-Directory, in priority order:
-
-1. ``spool_dir`` argument;
-2. ``OTEL_MLFLOW_SPOOL_DIR``;
-3. ``$XDG_CACHE_HOME`` (else ``~/.cache``) ``/otel_mlflow/spool/<hash of the tracking URI>``;
-4. ``./.otel_mlflow_spool/<hash>`` in the working directory when the cache directory cannot be
-   created.
-
-The hash is taken over the tracking URI without credentials, with a relative ``sqlite:///`` path
-made absolute, so each store has its own spool and a password change keeps the same spool.
+Where: ``otel_mlflow._delivery.spool_dir`` (argument > ``OTEL_MLFLOW_SPOOL_DIR`` > a cache
+directory per tracking URI). The entry format: ``spool_entry``; claims shared by processes:
+``spool_claims``. The spool never imports the record type: it stores ``record.to_json()`` and
+decodes with the caller's ``loads`` (without one, ``entry.record`` is the record's JSON text).
 
 Limits and safety:
 
@@ -31,187 +25,49 @@ Limits and safety:
   automatically; ``replay(include_rejected=True)`` (``otel-mlflow replay --include-rejected``)
   puts its entries back in line first.
 - Log lines quoting an exception are redacted (``_faults.describe``).
-- Several processes may share a directory: an entry is claimed by renaming it to
-  ``<name>.claim-<pid>-<token>`` before it is written; claims of dead processes (or of closed
-  spools in this process) are released on the next start.
+- Several processes may share a directory: an entry is claimed before it is written
+  (``spool_claims``); claims of dead processes (or closed spools) are released on the next start.
 - Entries never hold MLflow credentials: the tracking URI is not stored, only the experiment name
   and the link-traces switch the record was meant for.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
 import time
-import uuid
-import weakref
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
-
-from otel_mlflow._common import settings as _config
-from otel_mlflow._common.settings import resolve_tracking_uri
+from typing import Any
 
 from otel_mlflow._common import faults as _faults
+from otel_mlflow._common import settings as _config
+from otel_mlflow._delivery.spool_claims import (
+    dead_writer_tmp,
+    forget_token,
+    new_claim_suffix,
+    stale_claim,
+)
+from otel_mlflow._delivery.spool_dir import fsync_dir, make_private_dir, resolve_spool_dir
+from otel_mlflow._delivery.threads import register_fork_hook
+from otel_mlflow._delivery.spool_entry import (
+    SUFFIX,
+    TMP_PREFIX,
+    SpoolEntry,
+    SpoolRecord,
+    decode_entry,
+    encode_entry,
+    entry_name,
+    is_entry_name,
+)
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
-FORMAT_VERSION = 1
-_SUFFIX = ".trace.json"
-_TMP_PREFIX = ".tmp-"
-_CLAIM_MARK = ".claim-"
 QUARANTINE_DIR = "quarantine"
 REJECTED_DIR = "rejected"
 _DROP_LOG_INTERVAL_SECONDS = 10.0
-
-# Claim tokens of spools open in this process; a claim carrying our pid but a token not in this
-# set belongs to a spool that was closed (or crashed) here and may be released.
-_live_tokens: set[str] = set()
-_live_lock = threading.Lock()
-
-
-def _reinit_module_in_child() -> None:
-    # A parent thread may have held the lock at fork time; the child starts with a free one.
-    global _live_lock
-    _live_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_module_in_child)
-
-
-def _register_fork_hook(spool: Spool) -> None:
-    """Restart ``spool`` in a forked child, through a weakref (a closed spool is not kept)."""
-    if not hasattr(os, "register_at_fork"):
-        return
-    ref = weakref.ref(spool)
-
-    def _after_in_child() -> None:
-        live = ref()
-        if live is not None:
-            live.restart_in_child()
-
-    os.register_at_fork(after_in_child=_after_in_child)
-
-
-class SpoolRecord(Protocol):
-    """What the spool needs from a trace record (``otel_mlflow._record.TraceRecord``)."""
-
-    @property
-    def trace_id(self) -> str: ...
-
-    def to_json(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class SpoolEntry:
-    """One claimed entry: the record, where it came from and what it was meant for."""
-
-    path: Path  # the claimed file
-    name: str  # the entry's file name before the claim
-    trace_id: str
-    record: Any
-    experiment_name: str | None
-    link_traces: bool | None
-    size: int
-
-
-@dataclass(frozen=True)
-class ReplayResult:
-    """Outcome of one replay pass: records written, failed (kept or set aside), left waiting,
-    and how many entries sit in ``rejected/`` afterwards (never retried automatically)."""
-
-    written: int
-    failed: int
-    remaining: int
-    rejected: int = 0
-
-
-def _load_record(text: str) -> Any:
-    from otel_mlflow._record import TraceRecord
-
-    return TraceRecord.from_json(text)
-
-
-def _normalize_uri(tracking_uri: str) -> str:
-    """The URI without userinfo; a relative sqlite path made absolute (it depends on the cwd)."""
-    uri = tracking_uri.strip()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        rel = uri[len("sqlite:///") :]
-        return "sqlite:///" + os.path.abspath(rel)
-    try:
-        parts = urlsplit(uri)
-        if parts.username is not None or parts.password is not None:
-            host = parts.hostname or ""
-            if parts.port is not None:
-                host = f"{host}:{parts.port}"
-            uri = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    except ValueError:
-        pass
-    return uri
-
-
-def default_spool_dir(tracking_uri: str | None = None) -> Path:
-    """The spool directory for a tracking URI when none is configured (see the module doc)."""
-    uri = _normalize_uri(resolve_tracking_uri(tracking_uri))
-    digest = hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
-    cache = _config.env_str(_config.XDG_CACHE_HOME) or os.path.join(
-        os.path.expanduser("~"), ".cache"
-    )
-    candidate = Path(cache) / "otel_mlflow" / "spool" / digest
-    try:
-        _make_private_dir(candidate)
-        return candidate
-    except OSError:
-        return Path.cwd() / ".otel_mlflow_spool" / digest
-
-
-def resolve_spool_dir(spool_dir: str | os.PathLike[str] | None, tracking_uri: str | None) -> Path:
-    """Argument > ``OTEL_MLFLOW_SPOOL_DIR`` > :func:`default_spool_dir`."""
-    if spool_dir:
-        return Path(spool_dir).expanduser()
-    env = _config.env_str(_config.SPOOL_DIR)
-    if env:
-        return Path(env).expanduser()
-    return default_spool_dir(tracking_uri)
-
-
-def _make_private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # mkdir's mode is masked by the umask and ignored for existing directories.
-    if (path.stat().st_mode & 0o777) != 0o700:
-        os.chmod(path, 0o700)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -237,9 +93,8 @@ class Spool:
         self.max_bytes = max(int(max_bytes), 1)
         self.experiment_name = experiment_name
         self.link_traces = link_traces
-        self._loads = loads or _load_record
-        self._token = uuid.uuid4().hex[:12]
-        self._claim_suffix = f"{_CLAIM_MARK}{os.getpid()}-{self._token}"
+        self._loads: Callable[[str], Any] = loads or str
+        self._token, self._claim_suffix = new_claim_suffix()
         self._lock = threading.Lock()
         self._seq = 0
         self._bytes: int | None = None
@@ -248,9 +103,7 @@ class Spool:
         self.rejected = 0
         self._drops_unlogged = 0
         self._last_drop_log = 0.0
-        with _live_lock:
-            _live_tokens.add(self._token)
-        _register_fork_hook(self)
+        register_fork_hook(self.restart_in_child, "spool.fork")
         self._ready = False
         try:
             self._prepare()
@@ -264,16 +117,13 @@ class Spool:
         re-writes) an entry the parent is writing, and its own claims are released by a
         ``recover()`` elsewhere once the child exits; the parent's counters are not inherited.
         """
-        self._token = uuid.uuid4().hex[:12]
-        self._claim_suffix = f"{_CLAIM_MARK}{os.getpid()}-{self._token}"
+        self._token, self._claim_suffix = new_claim_suffix()
         self._lock = threading.Lock()
         self._bytes = None
-        with _live_lock:
-            _live_tokens.add(self._token)
 
     # --- setup -------------------------------------------------------------------------------
     def _prepare(self) -> None:
-        _make_private_dir(self.directory)
+        make_private_dir(self.directory)
         self._recover()
         self._ready = True
 
@@ -291,35 +141,24 @@ class Spool:
     def _recover(self) -> None:
         """Release stale claims and finish (or delete) temporary files left by a dead writer."""
         for path in list(self.directory.iterdir()):
-            name = path.name
-            if _CLAIM_MARK in name:
-                base, _, owner = name.partition(_CLAIM_MARK)
-                pid_text, _, token = owner.partition("-")
-                pid = int(pid_text) if pid_text.isdigit() else -1
-                stale = not _pid_alive(pid) or (
-                    pid == os.getpid() and token not in _live_tokens_snapshot()
-                )
-                if stale:
-                    self._rename_quietly(path, self.directory / base)
-            elif name.startswith(_TMP_PREFIX):
-                pid_text = name[len(_TMP_PREFIX) :].split("-", 1)[0]
-                pid = int(pid_text) if pid_text.isdigit() else -1
-                if pid != os.getpid() and not _pid_alive(pid):
-                    self._recover_tmp(path)
+            base = stale_claim(path.name)
+            if base is not None:
+                self._rename_quietly(path, self.directory / base)
+            elif dead_writer_tmp(path.name, TMP_PREFIX):
+                self._recover_tmp(path)
 
     def _recover_tmp(self, path: Path) -> None:
         # A kill between fsync and rename leaves a complete temporary file: keep it.
-        final = path.name[len(_TMP_PREFIX) :].split("-", 1)[1] if "-" in path.name else ""
+        final = path.name[len(TMP_PREFIX) :].split("-", 1)[1] if "-" in path.name else ""
         try:
-            data = path.read_bytes()
-            json.loads(data.decode("utf-8"))
+            decode_entry(path.read_bytes())
         except (OSError, ValueError, UnicodeDecodeError):
             try:
                 path.unlink()
             except OSError:
                 pass
             return
-        if final.endswith(_SUFFIX):
+        if final.endswith(SUFFIX):
             self._rename_quietly(path, self.directory / final)
 
     @staticmethod
@@ -333,10 +172,7 @@ class Spool:
     # --- inventory ---------------------------------------------------------------------------
     def _entries(self) -> list[Path]:
         try:
-            names = [
-                p for p in self.directory.iterdir()
-                if p.name.endswith(_SUFFIX) and not p.name.startswith(".")
-            ]
+            names = [p for p in self.directory.iterdir() if is_entry_name(p.name)]
         except OSError:
             return []
         names.sort(key=lambda p: p.name)
@@ -355,7 +191,7 @@ class Spool:
         total = 0
         try:
             for path in self.directory.iterdir():
-                if _SUFFIX in path.name and not path.name.startswith("."):
+                if SUFFIX in path.name and not path.name.startswith("."):
                     try:
                         total += path.stat().st_size
                     except OSError:
@@ -372,27 +208,16 @@ class Spool:
         ``folder`` (``REJECTED_DIR``) files it outside the replay queue, next to it.
         """
         try:
-            body = record.to_json()
-            trace_id = str(record.trace_id)
-            envelope = {
-                "format": FORMAT_VERSION,
-                "trace_id": trace_id,
-                "experiment_name": self.experiment_name,
-                "link_traces": self.link_traces,
-                "spooled_at": time.time(),
-                "record": body if isinstance(body, str) else body.decode("utf-8"),
-            }
-            data = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+            trace_id, data = encode_entry(
+                record, experiment_name=self.experiment_name, link_traces=self.link_traces
+            )
             with self._lock:
                 self._ensure_ready()
                 self._make_room(len(data))
                 self._seq += 1
-                # Time first: names sort oldest first; pid + sequence keep them unique.
-                name = (
-                    f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}-{trace_id[:32]}{_SUFFIX}"
-                )
+                name = entry_name(self._seq, trace_id)
             if folder is not None:
-                _make_private_dir(self.directory / folder)
+                make_private_dir(self.directory / folder)
                 self._write_atomic(name, data, self.directory / folder)
                 return self.directory / folder / name
             self._write_atomic(name, data, self.directory)
@@ -425,7 +250,7 @@ class Spool:
         """Entries set aside in ``rejected/``."""
         try:
             return sum(1 for p in (self.directory / REJECTED_DIR).iterdir()
-                       if p.name.endswith(_SUFFIX))
+                       if p.name.endswith(SUFFIX))
         except OSError:
             return 0
 
@@ -435,7 +260,7 @@ class Spool:
         folder = self.directory / REJECTED_DIR
         moved = 0
         try:
-            paths = sorted(p for p in folder.iterdir() if p.name.endswith(_SUFFIX))
+            paths = sorted(p for p in folder.iterdir() if p.name.endswith(SUFFIX))
         except OSError:
             return 0
         for path in paths:
@@ -444,11 +269,11 @@ class Spool:
         if moved:
             with self._lock:
                 self._bytes = None
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return moved
 
     def _write_atomic(self, name: str, data: bytes, directory: Path) -> None:
-        tmp = directory / f"{_TMP_PREFIX}{os.getpid()}-{name}"
+        tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{name}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(data)
@@ -459,7 +284,7 @@ class Spool:
         finally:
             os.close(fd)
         os.replace(tmp, directory / name)
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
     def _make_room(self, incoming: int) -> None:
         """Drop the oldest entries until ``incoming`` bytes fit under the cap (lock held)."""
@@ -510,9 +335,7 @@ class Spool:
     def _load(self, claimed: Path, name: str) -> SpoolEntry | None:
         try:
             data = claimed.read_bytes()
-            envelope = json.loads(data.decode("utf-8"))
-            if not isinstance(envelope, dict) or "record" not in envelope:
-                raise ValueError("not a spool entry")
+            envelope = decode_entry(data)
             record = self._loads(envelope["record"])
             link = envelope.get("link_traces")
             return SpoolEntry(
@@ -537,7 +360,7 @@ class Spool:
     def _set_aside(self, claimed: Path, name: str, folder: str) -> Path:
         target_dir = self.directory / folder
         try:
-            _make_private_dir(target_dir)
+            make_private_dir(target_dir)
         except OSError:
             pass
         target = target_dir / name
@@ -590,15 +413,4 @@ class Spool:
 
     def close(self) -> None:
         self.release_all_claims()
-        with _live_lock:
-            _live_tokens.discard(self._token)
-
-
-def _live_tokens_snapshot() -> set[str]:
-    with _live_lock:
-        return set(_live_tokens)
-
-
-def entry_meta(entry: SpoolEntry) -> Mapping[str, Any]:
-    """The exporter settings stored with an entry (for logs and tests)."""
-    return {"experiment_name": entry.experiment_name, "link_traces": entry.link_traces}
+        forget_token(self._token)

@@ -60,12 +60,9 @@ read, never set, by this module.
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import random
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,23 +73,16 @@ from otel_mlflow._common.settings import (
     DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
     DEFAULT_WORKERS,
 )
-from otel_mlflow._delivery.policy import (
-    DeliveryRecord,
-    ErrorBackoff,
-    ErrorKind,
-    _accepts_attempt,
-    classify_error,
-    suppress_instrumentation,
-    write_with_attempt,
-)
-from otel_mlflow._delivery.policy import short as _short
-from otel_mlflow._delivery.supervisor import PROBE_FIRST_SECONDS as _PROBE_FIRST_SECONDS
+from otel_mlflow._delivery.backoff import ErrorBackoff, retry_delay
+from otel_mlflow._delivery.circuit import Circuit
+from otel_mlflow._delivery.errors import ErrorKind, classify_error
+from otel_mlflow._delivery.keeper import Keeper
+from otel_mlflow._delivery.spool import Spool
 from otel_mlflow._delivery.supervisor import Supervisor
-from otel_mlflow._delivery.spool import REJECTED_DIR, Spool
+from otel_mlflow._delivery.threads import register_fork_hook, suppress_instrumentation
+from otel_mlflow._delivery.write_call import accepts_attempt
 
-__all__ = [
-    "Delivery", "DeliveryRecord", "ErrorKind", "classify_error", "write_with_attempt",
-]
+__all__ = ["Delivery"]
 
 _logger = logging.getLogger(__name__)
 
@@ -102,30 +92,13 @@ DEFAULT_OPEN_AFTER_FAILURES = 3
 DEFAULT_STALL_SECONDS = 15.0
 DEFAULT_ERROR_ATTEMPTS = 3
 DEFAULT_ERROR_BACKOFF_SECONDS = 2.0
-_BACKOFF_BASE_SECONDS = 0.25
-_BACKOFF_CAP_SECONDS = 8.0
 
 
-def _register_fork_hook(delivery: Delivery) -> None:
-    """``os.register_at_fork`` through a weakref, as the OTel SDK's ``BatchProcessor`` does: the
-    hook never keeps a ``Delivery`` alive."""
-    if not hasattr(os, "register_at_fork"):
-        return
-    ref = weakref.WeakMethod(delivery.restart_in_child)
+class Delivery:
+    """Writes records to MLflow off the caller's thread; never raises; see the module doc.
 
-    def _after_in_child() -> None:
-        restart = ref()
-        if restart is not None:
-            try:
-                restart()
-            except Exception as exc:  # noqa: BLE001 - never raise into the forking app
-                _faults.report("delivery.fork", exc)
-
-    os.register_at_fork(after_in_child=_after_in_child)
-
-
-class Delivery(Supervisor):
-    """Writes records to MLflow off the caller's thread; never raises; see the module doc."""
+    It holds a ``Supervisor`` (probe / replay thread) and a ``Circuit``; the workers are its own.
+    """
 
     def __init__(
         self,
@@ -145,53 +118,60 @@ class Delivery(Supervisor):
         name: str = "otel_mlflow-delivery",
     ) -> None:
         self._write = write
-        self._pass_attempt = _accepts_attempt(write)
+        self._pass_attempt = accepts_attempt(write)
         self._spool = spool
         self._retry_max = max(float(retry_max_seconds), 0.0)
         self._shutdown_timeout = max(float(shutdown_timeout_seconds), 0.0)
-        self._probe = probe
-        self._probe_max = max(float(probe_max_seconds), _PROBE_FIRST_SECONDS)
-        self._open_after = max(int(open_after_failures), 1)
-        self._stall = max(float(stall_seconds), 0.1)
         self._error_attempts = max(int(error_attempts), 1)
-        self._error_backoff = error_backoff_seconds
         self._errors = ErrorBackoff(error_backoff_seconds)
         # worker thread -> path of the spool copy shutdown made of its in-flight record
         self._taken_over: dict[int, Path | None] = {}
-        self._passes_done = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(int(queue_max), 1))
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._closed = False
-        self._circuit_open = False
-        self._consecutive_failures = 0
         self._inflight: dict[int, tuple[Any, float]] = {}  # thread -> (record, started)
         self._pending = 0  # submitted, not yet written or spooled
-        self._replaying = False
-        self._probes = 0
-        self._replay_wanted = spool is not None and spool.pending() > 0
         self.stats: dict[str, int] = {
             "submitted": 0, "written": 0, "retries": 0, "spooled": 0, "replayed": 0,
             "rejected": 0, "dropped": 0, "errors": 0,
         }
+        self._circuit = Circuit(
+            open_after_failures,
+            spool_label=str(spool.directory) if spool is not None else "(none)",
+            on_open=self._circuit_opened,
+            on_close=self._circuit_closed,
+        )
+        self._keeper = Keeper(spool, self._circuit, self._errors, self._count)
+        self._supervisor = Supervisor(
+            spool=spool,
+            circuit=self._circuit,
+            errors=self._errors,
+            write=self._call_write,
+            note_error=self._keeper.note_error,
+            count=self._count,
+            oldest_inflight=self._oldest_inflight,
+            probe=probe,
+            probe_max_seconds=probe_max_seconds,
+            stall_seconds=stall_seconds,
+            error_attempts=self._error_attempts,
+            replay_at_start=spool is not None and spool.pending() > 0,
+            name=name,
+        )
         self._name = name
         self._n_workers = max(int(workers), 1)
-        self._start_threads()
-        _register_fork_hook(self)
+        self._start_workers()
+        self._supervisor.start()
+        register_fork_hook(self.restart_in_child, "delivery.fork")
 
-    def _start_threads(self) -> None:
+    def _start_workers(self) -> None:
         self._threads: list[threading.Thread] = [
             threading.Thread(target=self._worker_main, name=f"{self._name}-{index}", daemon=True)
             for index in range(self._n_workers)
         ]
-        self._supervisor = threading.Thread(
-            target=self._supervisor_main, name=f"{self._name}-supervisor", daemon=True
-        )
         for thread in self._threads:
             thread.start()
-        self._supervisor.start()
 
     def restart_in_child(self) -> None:
         """After ``os.fork()``, in the child (only the forking thread survives there): new queue,
@@ -206,25 +186,23 @@ class Delivery(Supervisor):
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._inflight = {}
         self._taken_over = {}
         self._pending = 0
-        self._replaying = False
-        self._replay_wanted = False
-        self._consecutive_failures = 0
-        self._errors = ErrorBackoff(self._error_backoff)
+        self._errors.restart_in_child()
+        self._circuit.restart_in_child()
         self.stats = dict.fromkeys(self.stats, 0)
+        self._supervisor.restart_in_child()
         if self._closed:
             self._stop.set()
             self._threads = []
             return
-        self._start_threads()
+        self._start_workers()
 
     # --- public ------------------------------------------------------------------------------
     @property
     def circuit_open(self) -> bool:
-        return self._circuit_open
+        return self._circuit.is_open
 
     @property
     def spool(self) -> Spool | None:
@@ -240,7 +218,7 @@ class Delivery(Supervisor):
             with self._lock:
                 self.stats["submitted"] += 1
                 closed = self._closed
-                direct = closed or (self._circuit_open and self._spool is not None)
+                direct = closed or (self._circuit.is_open and self._spool is not None)
                 if not direct:
                     self._pending += 1
             if direct:
@@ -268,58 +246,7 @@ class Delivery(Supervisor):
                 if left <= 0:
                     return False
                 self._idle.wait(min(left, 0.1))
-        if self._spool is None:
-            return True
-        probed = False
-        replayed = False
-        while True:
-            if self._circuit_open:
-                if probed or self._spool.pending() == 0:
-                    return self._spool.pending() == 0
-                # One immediate probe instead of the backoff wait: MLflow may be back already.
-                probed = True
-                if not self._probe_now(deadline):
-                    return False
-                continue
-            if self._spool.pending() == 0:
-                if not self._replaying:
-                    return True
-                # A pass may be writing an entry it took out of the spool: wait for its end.
-                if not self._pass_end(deadline):
-                    return False
-                continue
-            if replayed:
-                # One full pass ran and entries remain (in backoff after an unexpected error,
-                # or spooled meanwhile): report it instead of replaying in a loop.
-                return False
-            replayed = True
-            if not self._replay_once(deadline):
-                return False
-
-    def _pass_end(self, deadline: float) -> bool:
-        """Wait for the end of the replay pass running now; False when ``deadline`` passed."""
-        with self._idle:
-            target = self._passes_done + 1
-            while self._replaying and self._passes_done < target:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(min(left, 0.1))
-        return True
-
-    def _replay_once(self, deadline: float) -> bool:
-        """Ask the supervisor for a replay pass that starts now and wait for its end (or for the
-        circuit to open); False when ``deadline`` passed first."""
-        with self._idle:
-            target = self._passes_done + (2 if self._replaying else 1)
-            self._replay_wanted = True
-            self._wake.set()
-            while self._passes_done < target and not self._circuit_open:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(min(left, 0.1))
-        return True
+        return self._supervisor.settle_spool(deadline)
 
     def shutdown(self, timeout_seconds: float | None = None) -> None:
         """Drain for at most ``timeout_seconds`` and never longer than the constructor's
@@ -337,7 +264,7 @@ class Delivery(Supervisor):
         except Exception as exc:  # noqa: BLE001
             _faults.report("delivery.shutdown", exc)
         self._stop.set()
-        self._wake.set()
+        self._supervisor.stop()
         leftovers = self._drain_queue_to_spool()
         with self._lock:
             stuck = list(self._inflight.items())
@@ -353,8 +280,9 @@ class Delivery(Supervisor):
         # their records are already spooled, so waiting on each in turn would only stretch
         # the bound.
         joined_by = time.monotonic() + 0.5
-        for thread in [*self._threads, self._supervisor]:
+        for thread in self._threads:
             thread.join(timeout=max(0.0, joined_by - time.monotonic()))
+        self._supervisor.join(joined_by - time.monotonic())
         if self._spool is not None:
             self._spool.close()
             waiting = self._spool.pending()
@@ -412,7 +340,7 @@ class Delivery(Supervisor):
             self._spool.discard(path)
 
     def _deliver(self, record: Any) -> None:
-        if self._circuit_open or self._stop.is_set():
+        if self._circuit.is_open or self._stop.is_set():
             if self._own(record):
                 self._spool_record(record, None)
             return
@@ -424,12 +352,12 @@ class Delivery(Supervisor):
             except Exception as exc:  # noqa: BLE001 - classified below
                 kind = classify_error(exc)
                 if kind is ErrorKind.TRANSIENT:
-                    self._note_failure(exc)
-                    delay = self._backoff(attempt)
+                    self._circuit.failed(exc)
+                    delay = retry_delay(attempt)
                     out_of_budget = time.monotonic() - started + delay > self._retry_max
-                    if self._circuit_open or out_of_budget or self._stop.is_set():
+                    if self._circuit.is_open or out_of_budget or self._stop.is_set():
                         if out_of_budget:
-                            self._open_circuit(exc)
+                            self._circuit.open(exc)
                         if self._own(record):
                             self._spool_record(record, None)
                         return
@@ -444,13 +372,10 @@ class Delivery(Supervisor):
                 self._handle_permanent(record, kind, exc)
                 return
             with self._lock:
-                self._consecutive_failures = 0
                 self.stats["written"] += 1
-                reopened = self._circuit_open
             if not self._own(record):
                 self._written_after_takeover()
-            if reopened:
-                self._close_circuit()  # a write went through: MLflow is back
+            self._circuit.succeeded()  # a write went through: an open circuit closes
             return
 
     def _call_write(self, record: Any, attempt: int) -> None:
@@ -460,99 +385,43 @@ class Delivery(Supervisor):
             self._write(record)
 
     def _handle_permanent(self, record: Any, kind: ErrorKind, exc: BaseException) -> None:
-        trace_id = getattr(record, "trace_id", "?")
-        if not self._own(record):
-            return  # shutdown spooled it meanwhile; a replay will meet the same answer
-        if kind is ErrorKind.AUTH:
-            _logger.error(
-                "otel_mlflow: MLflow refused the credentials (%s); trace %s spooled, writes "
-                "paused until MLflow accepts them (check MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN)",
-                _short(exc), trace_id,
-            )
-            self._open_circuit(exc, log=False)
-            self._spool_record(record, None)
-        elif kind is ErrorKind.REJECTED:
-            with self._lock:
-                self.stats["rejected"] += 1
-            _faults.report("delivery.rejected", exc)
-            if self._spool is None:
-                _logger.error(
-                    "otel_mlflow: MLflow rejected trace %s (%s); no spool, dropped",
-                    trace_id, _short(exc),
-                )
-                return
-            target = self._spool.put(record, folder=REJECTED_DIR)
-            _logger.error(
-                "otel_mlflow: MLflow rejected trace %s (%s); kept in %s",
-                trace_id,
-                _short(exc),
-                self._spool.directory / REJECTED_DIR if target else "(nowhere: spool failed)",
-            )
-            with self._lock:
-                self.stats["spooled"] += 1
-        else:
-            _faults.report("delivery.write", exc)
-            path = self._spool_record(record, None)
-            if path is not None:
-                self._note_error(path.name)
+        if self._own(record):  # else shutdown spooled it meanwhile; a replay meets the same
+            self._keeper.settle(record, kind, exc)
 
-    # --- records failing with unexpected errors: backoff, then rejected/ ----------------------
-    def _note_error(self, name: str) -> int:
+    def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
-            self.stats["errors"] += 1
-        return self._errors.note(name)
+            self.stats[key] += n
 
-    def _note_failure(self, exc: BaseException) -> None:
+    def _oldest_inflight(self) -> float | None:
+        """When the longest-running write started (monotonic), None when none runs."""
         with self._lock:
-            self._consecutive_failures += 1
-            trip = self._consecutive_failures >= self._open_after
-        if trip:
-            self._open_circuit(exc)
+            if not self._inflight:
+                return None
+            return min(started for _, started in self._inflight.values())
 
-    def _open_circuit(self, exc: BaseException, *, log: bool = True) -> None:
-        with self._lock:
-            if self._circuit_open:
-                return
-            self._circuit_open = True
-        if log:
-            _logger.warning(
-                "otel_mlflow: MLflow unreachable (%s); traces go to the spool %s until it is back",
-                _short(exc), self._spool.directory if self._spool is not None else "(none)",
-            )
+    # --- the circuit's reactions ---------------------------------------------------------------
+    def _circuit_opened(self) -> None:
         if self._spool is not None:
             self._drain_queue_to_spool()
-        self._wake.set()
+        self._supervisor.wake()
 
-    def _close_circuit(self) -> None:
-        with self._lock:
-            was_open = self._circuit_open
-            self._circuit_open = False
-            self._consecutive_failures = 0
-            self._replay_wanted = True
-        if was_open:
-            _logger.warning("otel_mlflow: MLflow reachable again; replaying the spool")
+    def _circuit_closed(self) -> None:
+        self._supervisor.want_replay()
 
-    @staticmethod
-    def _backoff(attempt: int) -> float:
-        # Full jitter: spreads the retries of many workers/processes after a shared outage.
-        cap = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * (2**attempt))
-        return random.uniform(cap / 2, cap)
+    def _drain_queue_to_spool(self) -> int:
+        """Spool every queued record (the circuit opened, or shutdown); how many there were."""
+        count = 0
+        while True:
+            try:
+                record = self._queue.get_nowait()
+            except queue.Empty:
+                return count
+            self._spool_record(record, None)
+            self._done_one()
+            count += 1
 
     def _spool_record(self, record: Any, reason: str | None) -> Path | None:
-        if self._spool is not None:
-            path = self._spool.put(record)
-            if path is not None:
-                with self._lock:
-                    self.stats["spooled"] += 1
-                return path
-        with self._lock:
-            self.stats["dropped"] += 1
-        _faults.report("delivery.dropped", message=reason or "no spool for an unwritten trace")
-        _logger.error(
-            "otel_mlflow: trace %s could not be written or spooled (%s); it is lost",
-            getattr(record, "trace_id", "?"), reason or "no spool",
-        )
-        return None
+        return self._keeper.spool(record, reason)
 
     def _done_one(self) -> None:
         with self._idle:

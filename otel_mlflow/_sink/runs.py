@@ -84,11 +84,6 @@ _MAX_REMEMBERED_TRACES = 100_000
 _MAX_CACHED_RUNS = 16
 
 
-def resolve_experiment_name(experiment_name: str | None) -> str | None:
-    """Argument > ``MLFLOW_EXPERIMENT_NAME`` > None (MLflow's "Default" experiment)."""
-    return experiment_name or _config.env_str(_config.MLFLOW_EXPERIMENT_NAME)
-
-
 @dataclass
 class _ActiveRunState:
     """What the writer keeps per active run: ids, the next step, the table rows."""
@@ -118,7 +113,7 @@ class MlflowWriter:
         register_prompts: bool | None = None,
     ) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.experiment_name = resolve_experiment_name(experiment_name)
+        self.experiment_name = _config.resolve_experiment_name(experiment_name)
         self.link_traces = bool(link_traces)
         self.lookup_existing = bool(lookup_existing)
         self._client = client

@@ -21,6 +21,7 @@ import otel_mlflow
 from otel_mlflow._common import settings
 from otel_mlflow._delivery import workers as _workers
 from otel_mlflow._export import exporter as E
+from otel_mlflow._export import settings as _export_settings
 
 PACKAGE = Path(otel_mlflow.__file__).parent
 SETTINGS = Path(settings.__file__)
@@ -112,10 +113,12 @@ def test_only_settings_reads_the_environment_or_package_metadata() -> None:
 def test_exporter_and_delivery_share_one_default_per_knob() -> None:
     # The exporter's documented default (docs/configuration.md: 4 writer threads).
     assert settings.DEFAULT_WORKERS == 4
-    assert E.DEFAULT_WORKERS is _workers.DEFAULT_WORKERS is settings.DEFAULT_WORKERS
-    assert (E.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS is _workers.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
-            is settings.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)
-    assert E.DEFAULT_RETRY_MAX_SECONDS is settings.DEFAULT_RETRY_MAX_SECONDS
+    assert _workers.DEFAULT_WORKERS is settings.DEFAULT_WORKERS
+    assert _workers.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS is settings.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
+    # The exporter resolves every knob through ExporterSettings, from settings' defaults only.
+    src = Path(_export_settings.__file__).read_text(encoding="utf-8")
+    for name in ("DEFAULT_WORKERS", "DEFAULT_SHUTDOWN_TIMEOUT_SECONDS", "DEFAULT_RETRY_MAX_SECONDS"):
+        assert f"_config.{name}" in src
 
 
 def test_package_version_is_the_installed_distribution_version() -> None:

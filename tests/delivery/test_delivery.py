@@ -25,7 +25,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DEN
 from opentelemetry import context as otel_context
 
 from otel_mlflow._common import faults as _faults
-from otel_mlflow._delivery.workers import Delivery, ErrorKind, classify_error
+from otel_mlflow._delivery.errors import ErrorKind, classify_error
+from otel_mlflow._delivery.workers import Delivery
 from otel_mlflow._delivery.spool import REJECTED_DIR, Spool
 
 

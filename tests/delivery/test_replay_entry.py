@@ -17,9 +17,11 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, UNAUTHENTICATED
 
-from otel_mlflow._delivery.policy import ErrorKind
+from otel_mlflow._delivery.errors import ErrorKind
+from otel_mlflow._record import TraceRecord
 from otel_mlflow._delivery.replay_entry import EntryResult, Outcome, replay_entry
-from otel_mlflow._delivery.spool import REJECTED_DIR, Spool, SpoolEntry
+from otel_mlflow._delivery.spool import REJECTED_DIR, Spool
+from otel_mlflow._delivery.spool_entry import SpoolEntry
 from tests.delivery.test_spool import entry_files, make_record
 
 
@@ -37,7 +39,7 @@ class RecordingWrite:
 
 
 def claimed(tmp_path: Path) -> tuple[Spool, SpoolEntry]:
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", loads=TraceRecord.from_json)
     assert spool.put(make_record(1)) is not None
     entry = spool.claim_next()
     assert entry is not None

@@ -20,12 +20,8 @@ import pytest
 
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._record import Table, TraceRecord
-from otel_mlflow._delivery.spool import (
-    QUARANTINE_DIR,
-    REJECTED_DIR,
-    Spool,
-    default_spool_dir,
-)
+from otel_mlflow._delivery.spool import QUARANTINE_DIR, REJECTED_DIR, Spool
+from otel_mlflow._delivery.spool_dir import default_spool_dir
 from otel_mlflow._delivery.replay import replay
 
 
@@ -57,7 +53,8 @@ def entry_files(directory: Path) -> list[Path]:
 def test_directory_0700_files_0600_and_round_trip(tmp_path: Path) -> None:
     old = os.umask(0o022)  # a typical umask would give 0755/0644 without explicit modes
     try:
-        spool = Spool(tmp_path / "spool", experiment_name="exp", link_traces=False)
+        spool = Spool(tmp_path / "spool", experiment_name="exp", link_traces=False,
+                          loads=TraceRecord.from_json)
         record = make_record(1)
         assert spool.put(record)
     finally:
@@ -341,3 +338,13 @@ def test_put_on_a_refusing_disk_returns_none_logs_and_counts(
         assert spool.put(make_record(1)) is None
     assert _faults.fault_counts().get("spool.put") == 1
     assert any("could not spool" in r.getMessage() for r in caplog.records)
+
+
+def test_without_a_loader_an_entry_hands_back_the_records_json_text(tmp_path: Path) -> None:
+    """The spool never knows the record type: the caller's ``loads`` decodes (default: none)."""
+    spool = Spool(tmp_path)
+    record = make_record(3)
+    assert spool.put(record)
+    entry = spool.claim_next()
+    assert entry is not None and entry.record == record.to_json()
+    assert TraceRecord.from_json(entry.record) == record

@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util._once import Once
 
 import otel_mlflow
-from otel_mlflow._setup import _exporters, _traces_url, configure, configured_providers
+from otel_mlflow._export.providers import configured_providers
+from otel_mlflow._setup import _exporters, _traces_url, configure
 from otel_mlflow._export.exporter import MlflowSpanExporter
 from otel_mlflow._tracing.handler import OtelTracer
 from otel_mlflow.instrumentation import LangChainInstrumentor, active_tracer

@@ -224,8 +224,8 @@ def test_docs_links_resolve() -> None:
 
 
 def test_configuration_doc_defaults_match_the_code() -> None:
-    from otel_mlflow._delivery import workers as _delivery
-    from otel_mlflow._export import exporter as _exporter
+    from otel_mlflow._common import settings as _exporter
+    from otel_mlflow._common import settings as _delivery
     from otel_mlflow._tracing.content import serialize as _serialize
     from otel_mlflow._delivery import spool as _spool
     from otel_mlflow._tracing import handler as _tracer

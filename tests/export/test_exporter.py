@@ -24,7 +24,10 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from otel_mlflow._common import semconv as A
+from otel_mlflow._common import settings
+from otel_mlflow._export import assembler
 from otel_mlflow._export import exporter as E
+from otel_mlflow._export import providers
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._record import TAG_DROPPED_SPANS, TAG_PARTIAL, TraceRecord
 
@@ -269,10 +272,10 @@ def test_config_argument_beats_env_beats_default(make_exporter, monkeypatch, tmp
     monkeypatch.chdir(tmp_path)
     default = make_exporter()
     assert default.tracking_uri == "sqlite:///mlflow.db" and default.experiment_name is None
-    assert default.grace_seconds == E.DEFAULT_GRACE_SECONDS
-    assert default.max_buffered_traces == E.DEFAULT_MAX_BUFFERED_TRACES
+    assert default.grace_seconds == settings.DEFAULT_GRACE_SECONDS
+    assert default.max_buffered_traces == settings.DEFAULT_MAX_BUFFERED_TRACES
     assert default.run_mode == "trace" and default.link_traces is True
-    assert default.parent_wait_seconds == E.DEFAULT_PARENT_WAIT_SECONDS
+    assert default.parent_wait_seconds == settings.DEFAULT_PARENT_WAIT_SECONDS
     monkeypatch.setenv("OTEL_MLFLOW_PARENT_WAIT_SECONDS", "0.75")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-env")
@@ -323,11 +326,11 @@ def test_module_flush_drains_every_live_exporter(make_exporter, sink) -> None:
         tracer = _provider(exporter).get_tracer("t")
         with tracer.start_as_current_span("r", attributes={A.ROOT: True}):
             pass
-    assert exporters[0] in E.live_exporters()
-    assert E.flush(10.0) is True
+    assert exporters[0] in providers.live_exporters()
+    assert providers.flush(10.0) is True
     assert len(sink.records) == 2
     exporters[0].shutdown()
-    assert exporters[0] not in E.live_exporters()
+    assert exporters[0] not in providers.live_exporters()
 
 
 def test_langchain_roots_under_a_local_outer_span_wait_for_it(make_exporter, sink) -> None:
@@ -375,14 +378,14 @@ def test_buffer_is_a_hard_cap_when_the_assembler_falls_behind(
     than ``max_buffered_traces`` traces; the exporting thread writes the complete ones itself,
     without their grace, none partial and none lost."""
     release = threading.Event()
-    real_build = E.build_record
+    real_build = assembler.build_record
 
     def stalling_build(*args: Any, **kwargs: Any) -> TraceRecord:
         if threading.current_thread().name == "otel_mlflow-assembler":
             release.wait(30)
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(E, "build_record", stalling_build)
+    monkeypatch.setattr(assembler, "build_record", stalling_build)
     _faults.reset_fault_counts()
     cap = 20
     exporter = make_exporter(grace_seconds=0.0, max_buffered_traces=cap)
@@ -391,8 +394,8 @@ def test_buffer_is_a_hard_cap_when_the_assembler_falls_behind(
     for i in range(200):
         with tracer.start_as_current_span(f"r{i}", attributes={A.ROOT: True}):
             tracer.start_span("chat", attributes={A.GEN_AI_OPERATION_NAME: "chat"}).end()
-        with exporter._lock:
-            held.append(len(exporter._buffers) + exporter._backlog)
+        with exporter._assembler.lock:
+            held.append(exporter._buffer.held())
     assert max(held) <= cap
     # While the assembler is stuck, records still flow: the exporting thread wrote them.
     assert len(sink.wait(150, timeout=10)) >= 150
@@ -410,14 +413,14 @@ def test_shutdown_takes_the_shorter_of_the_sdk_and_own_timeouts(make_exporter, s
     """The SDK passes what is left of its 30 s; ``shutdown_timeout_seconds`` (1 s) must win
     even when a conversion is stuck (simulated on the assembler thread)."""
     release = threading.Event()
-    real_build = E.build_record
+    real_build = assembler.build_record
 
     def stalling_build(*args: Any, **kwargs: Any) -> TraceRecord:
         if threading.current_thread().name == "otel_mlflow-assembler":
             release.wait(60)
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(E, "build_record", stalling_build)
+    monkeypatch.setattr(assembler, "build_record", stalling_build)
     exporter = make_exporter(grace_seconds=0.0, shutdown_timeout_seconds=1.0)
     provider = _provider(exporter, batch=True)
     tracer = provider.get_tracer("t")
@@ -452,8 +455,34 @@ def test_flush_alone_drains_a_provider_built_by_configure(tmp_path: Path, sink, 
 
         RunnableLambda(lambda x: x + 1).invoke(1, config={"callbacks": [tracer]})
         assert sink.records == []  # still in the SDK's queue
-        flushed = E.flush(10.0) if how == "module flush" else exporter.force_flush(10_000)
+        flushed = providers.flush(10.0) if how == "module flush" else exporter.force_flush(10_000)
         assert flushed is True
         assert len(sink.records) == 1
     finally:
         provider.shutdown()
+
+
+def test_on_complete_hooks_decide_per_complete_trace(make_exporter, sink) -> None:
+    """The private seam for per-trace decisions (tail sampling, issue 11; not public API yet):
+    a hook returning False drops the trace
+    (counted as skipped); a hook that raises is reported and the trace is kept."""
+    _faults.reset_fault_counts()
+    exporter = make_exporter(grace_seconds=60.0)
+    seen: list[int] = []
+
+    def keep_even(trace: Any) -> bool:
+        seen.append(len(trace.spans))
+        return trace.spans[0].name.endswith(("0", "2"))
+
+    def broken(trace: Any) -> bool:
+        raise RuntimeError("hook bug")
+
+    exporter._assembler.on_complete.extend([broken, keep_even])
+    tracer = _provider(exporter).get_tracer("t")
+    for i in range(4):
+        with tracer.start_as_current_span(f"r{i}", attributes={A.ROOT: True}):
+            pass
+    assert exporter.force_flush(5000)
+    assert sorted(r.run_name for r in sink.records) == ["r0", "r2"]
+    assert exporter.stats["skipped"] == 2 and seen == [1, 1, 1, 1]
+    assert _faults.fault_counts()["exporter.on_complete"] >= 1
