@@ -31,7 +31,9 @@ per writer process. A replay in another process records that process's source.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -56,6 +58,24 @@ _SOURCE_TAGS = (TAG_MLFLOW_USER, TAG_MLFLOW_SOURCE_NAME, TAG_MLFLOW_SOURCE_TYPE,
 _MAX_NAME_CHARS = 200
 
 
+def new_lock_after_fork(owner: Any) -> None:
+    """Give ``owner`` a fresh ``_lock`` in a forked child (held weakly).
+
+    These locks are held across MLflow requests on a worker thread; a fork at that moment would
+    leave the child's copy locked for good (only the forking thread survives a fork).
+    """
+    if not hasattr(os, "register_at_fork"):
+        return
+    ref = weakref.ref(owner)
+
+    def _after_in_child() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._lock = threading.Lock()  # noqa: SLF001
+
+    os.register_at_fork(after_in_child=_after_in_child)
+
+
 def model_name(chain: Mapping[str, Any]) -> str:
     """The LoggedModel name of a chain version: ``<chain name>-<version>``."""
     name = str(chain.get("name") or "chain")[: _MAX_NAME_CHARS - 20]
@@ -69,6 +89,7 @@ class ChainModels:
         self._client = client
         self._ids: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        new_lock_after_fork(self)
 
     def model_id(self, experiment_id: str, chain: Mapping[str, Any]) -> str | None:
         if not chain:
@@ -140,6 +161,15 @@ def set_trace_model(client: Any, experiment_id: str, record: TraceRecord, run_id
 
 _source: dict[str, str] | None = None
 _source_lock = threading.Lock()
+
+
+def _new_source_lock() -> None:
+    global _source_lock
+    _source_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_source_lock)
 
 
 def source_tags() -> dict[str, str]:

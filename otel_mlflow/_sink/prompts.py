@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from otel_mlflow._record.model import TraceRecord
+from otel_mlflow._sink.models import new_lock_after_fork
 
 PROMPT_HASH_TAG = "otel_mlflow.prompt.hash"
 LINKED_PROMPTS = "mlflow.linkedPrompts"  # mlflow.tracing.constant.TraceTagKey.LINKED_PROMPTS
@@ -82,6 +83,7 @@ class PromptLinks:
         self._found: dict[str, tuple[float, list[Any]]] = {}
         self._model_links: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
+        new_lock_after_fork(self)
 
     def for_record(self, record: TraceRecord) -> list[Any]:
         """The registry prompt versions the record's templates use (registering if asked)."""
