@@ -273,13 +273,14 @@ def profile(case: str, workload: str, n: int) -> None:
 _SHARE_ROWS = (
     ("sdk_start", "OTel SDK `start_span` (sampler, span object, processors' on_start)"),
     ("sdk_other", "OTel SDK `end`, events, context (incl. the model-call context attach)"),
-    ("content", "content capture (`_deferred` snapshots; eager JSON: `_content`, `Serializer`, "
-                "`_redact`)"),
-    ("mapping", "`_mapping` (classification, request / response / tool attributes)"),
-    ("span_ops", "span start / end of `LiteSpan` (`_span_ops`, `_lite_span`)"),
-    ("bookkeeping", "tracer bookkeeping (`_tracer`, `_run_map`: parents, run state, locks)"),
+    ("content", "content capture (`deferred` snapshots; eager JSON: `content.values`, "
+                "`Serializer`, `redact`)"),
+    ("mapping", "`genai_mapping` (classification, request / response / tool attributes)"),
+    ("span_ops", "span start / end of `LiteSpan` (`span_writer`, `lite_span`)"),
+    ("bookkeeping", "tracer bookkeeping (`handler`, `*_callbacks`, `run_lifecycle`, `run_map`: "
+                    "parents, run state, locks)"),
 )
-_CONTENT_MODULES = ("_content", "_serialize", "_json_text", "_redact", "_messages", "_deferred")
+_CONTENT_MODULES = ("values", "serialize", "json_text", "redact", "messages", "deferred")
 
 
 def _share_category(filename: str) -> str | None:
@@ -289,11 +290,11 @@ def _share_category(filename: str) -> str | None:
         module = path.rsplit("/", 1)[-1].removesuffix(".py")
         if module in _CONTENT_MODULES:
             return "content"
-        if module == "_mapping":
+        if module == "genai_mapping":
             return "mapping"
-        if module in ("_span_ops", "_lite_span"):
+        if module in ("span_writer", "lite_span"):
             return "span_ops"
-        if module == "_model_context":
+        if module == "model_context":
             return "sdk_other"
         return "bookkeeping"
     if "/opentelemetry/" in path:

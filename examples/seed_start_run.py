@@ -4,8 +4,10 @@ The article this project grew from wrapped its experiments in ``mlflow.start_run
 ``mlflow.end_run()``, ran a ``ChatPromptTemplate | chat`` chain and a direct model call, and then
 called ``mlflow.log_table(data=tracer.mlflow_log, ...)`` by hand. With otel_mlflow the traces that
 start while that run is active (in the same thread) are written *into that run*: every LLM call is
-a row of its ``llm_calls.json`` table (input, output, error, latency, tokens), and each trace's
-metrics are logged as one more step. No ``log_table`` call, nothing kept in memory until the end.
+a row of its ``llm_calls.json`` table (input, output, error, latency, tokens), each trace's
+metrics are logged as one more step, the ``run.*`` metrics hold the run's totals (``run.traces``,
+``run.tokens.total``, ``run.latency_ms.p95``, ...) and ``span_tree.html`` draws its traces as
+waterfalls. No ``log_table`` call, nothing kept in memory until the end.
 
 Run it (offline: the real ``ChatVertexAI`` client against the local Gemini emulator; set
 ``GOOGLE_CLOUD_PROJECT`` and use ``ChatVertexAI(model=..., project=...)`` for the real service)::
@@ -52,7 +54,7 @@ def main() -> None:
         mlflow.end_run()
 
     print(f"Everything landed in run {run.info.run_id} of experiment {EXPERIMENT!r}: "
-          "see its llm_calls.json table and its metrics.")
+          "see its llm_calls.json table, its run.* totals and span_tree.html.")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ Commands::
 
     otel-mlflow demo [--tracking-uri URI] [--experiment NAME]
     otel-mlflow replay [--spool-dir DIR] [--tracking-uri URI] [--include-rejected]
+    otel-mlflow compare --experiment NAME [--by chain.version | tag:KEY | param:KEY]
+                        [--since 24h] [--html FILE] [--format table|json] [--tracking-uri URI]
+    otel-mlflow receive [--host 127.0.0.1] [--port 4318] [--token T] [--spool-dir DIR] ...
     otel-mlflow --version
 
 ``demo`` runs a small LangChain app offline (see ``otel_mlflow._demo``) and prints the MLflow runs
@@ -14,7 +17,11 @@ connection failure (the rest stays spooled) and makes MLflow's HTTP client retry
 ``MLFLOW_HTTP_REQUEST_TIMEOUT=30`` unless set; in this command's own process only). Entries in
 the spool's ``rejected/`` folder (traces MLflow refused as invalid, or that failed repeatedly with
 an unexpected error) are never retried automatically; ``--include-rejected`` puts them back in
-line first, and those MLflow refuses again return to ``rejected/``.
+line first, and those MLflow refuses again return to ``rejected/``. ``compare`` prints versions
+side by side (``otel_mlflow.compare``; its exit code 2 also covers bad input such as an unknown
+experiment, with one line on stderr).
+line first, and those MLflow refuses again return to ``rejected/``. ``receive`` runs the OTLP/HTTP
+trace receiver until SIGTERM/SIGINT, then drains (``otel_mlflow._receive.app``; docs/fleet.md).
 
 Exit codes: 0 success; 1 the command ran but something is left undone (demo runs missing,
 traces left in the spool); 2 bad usage (argparse).
@@ -47,9 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run a small LangChain app offline and print the MLflow runs it wrote",
         description=(
             "Runs offline a prompt | chat model | parser chain, a tool-calling step and one "
-            "failing call, traced into MLflow. Uses the real ChatVertexAI client against the "
-            "built-in Gemini emulator when langchain-google-vertexai is installed, else a fake "
-            "chat model."
+            "failing call, traced into MLflow. Uses the real ChatGoogleGenerativeAI client "
+            "(langchain-google-genai) against the built-in Gemini emulator when installed, else "
+            "the real ChatVertexAI client (langchain-google-vertexai), else a fake chat model."
         ),
     )
     demo.add_argument(
@@ -64,11 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--model",
-        choices=("auto", "vertexai", "fake"),
+        choices=("auto", "genai", "vertexai", "fake"),
         default="auto",
         help=(
-            "chat model: auto (ChatVertexAI + the Gemini emulator when langchain-google-vertexai "
-            "is installed, else the fake model), vertexai, or fake"
+            "chat model: auto (ChatGoogleGenerativeAI + the Gemini emulator when "
+            "langchain-google-genai is installed, else ChatVertexAI when "
+            "langchain-google-vertexai is, else the fake model), genai, vertexai, or fake"
         ),
     )
 
@@ -93,7 +101,47 @@ def _parser() -> argparse.ArgumentParser:
         help="also retry the traces set aside in the spool's rejected/ folder (never retried "
         "automatically); those MLflow refuses again go back there",
     )
+    from otel_mlflow.compare import command as _compare
+
+    _compare.add_parser(sub)
+    _add_receive(sub)
     return parser
+
+
+def _add_receive(sub: Any) -> None:
+    receive = sub.add_parser(
+        "receive",
+        help="run an OTLP/HTTP trace receiver that writes each trace as an MLflow run",
+        description=(
+            "Receives OTLP/HTTP traces (protobuf or JSON, gzip) on /v1/traces from OTel SDKs or "
+            "a Collector, keeps them on disk (fsynced before the answer) and writes one MLflow "
+            "run per trace with the spans of every process. Drains on SIGTERM."
+        ),
+    )
+    receive.add_argument("--host", default=None,
+                         help="address to bind (default: $OTEL_MLFLOW_RECEIVER_HOST, else 127.0.0.1)")
+    receive.add_argument("--port", type=int, default=None,
+                         help="port (default: $OTEL_MLFLOW_RECEIVER_PORT, else 4318)")
+    receive.add_argument("--token", default=None,
+                         help="bearer token senders must send (default: "
+                         "$OTEL_MLFLOW_RECEIVER_TOKEN, else none)")
+    receive.add_argument("--spool-dir", default=None,
+                         help="spool directory; the span log is its receiver/ folder (default: "
+                         "$OTEL_MLFLOW_SPOOL_DIR, else the per-tracking-URI cache dir)")
+    receive.add_argument("--tracking-uri", default=None,
+                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                         "sqlite:///mlflow.db here)")
+    receive.add_argument("--experiment", default=None,
+                         help="experiment name (default: $MLFLOW_EXPERIMENT_NAME, else Default)")
+    receive.add_argument("--grace-seconds", type=float, default=None,
+                         help="wait after a trace's root arrives (default: "
+                         "$OTEL_MLFLOW_GRACE_SECONDS, else 6)")
+    receive.add_argument("--sample-ratio", type=float, default=None,
+                         help="share of OK traces written (default: $OTEL_MLFLOW_SAMPLE_RATIO, "
+                         "else 1)")
+    receive.add_argument("--keep-slower-than-ms", type=float, default=None,
+                         help="always write traces slower than this (default: "
+                         "$OTEL_MLFLOW_KEEP_SLOWER_THAN_MS, else off)")
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -227,6 +275,23 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+# --- receive -----------------------------------------------------------------------------------
+
+
+def _cmd_receive(args: argparse.Namespace) -> int:
+    import logging
+
+    from otel_mlflow._receive.app import serve
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    return serve(
+        args.host, args.port, token=args.token, spool_dir=args.spool_dir,
+        tracking_uri=args.tracking_uri, experiment_name=args.experiment,
+        grace_seconds=args.grace_seconds, sample_ratio=args.sample_ratio,
+        keep_slower_than_ms=args.keep_slower_than_ms,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``otel-mlflow`` console script; returns the exit code."""
     parser = _parser()
@@ -235,6 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_demo(args, sys.stdout)
     if args.command == "replay":
         return _cmd_replay(args, sys.stdout, sys.stderr)
+    if args.command == "compare":
+        from otel_mlflow.compare import command as _compare
+
+        return _compare.run(args, sys.stdout, sys.stderr)
+    if args.command == "receive":
+        return _cmd_receive(args)
     parser.print_help(sys.stdout)
     return 2
 

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests._support.mlflow_server import MlflowServer
-from tests._support.gemini import gemini_emulator, vertexai_imported  # noqa: F401
+from tests._support.gemini import (  # noqa: F401
+    gemini_emulator,
+    genai_emulator,
+    genai_imported,
+    no_adc,
+    vertexai_imported,
+)
 
 # Tests never talk to a user's tracking server or a global collector.
 for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -5,7 +5,10 @@ Rules (``docs/architecture.md``):
 - ``_record`` and ``_tracing`` share only ``_common``: the span is the only contract between them;
 - ``_record`` is pure: it never imports ``mlflow``;
 - among the private layers, only ``_sink`` imports ``mlflow`` (the I/O boundary); the one
-  exception is ``mlflow.exceptions``, whose types delivery reads to classify a failed write.
+  exception is ``mlflow.exceptions``, whose types delivery reads to classify a failed write;
+- ``_receive`` (the OTLP receiver) sits beside the app side: it feeds ``_export`` and never
+  imports the tracer; nothing below it (``_common``, ``_record``, ``_export``, ``_delivery``,
+  ``_sink``) imports it.
 """
 
 from __future__ import annotations
@@ -81,6 +84,13 @@ def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
     ("_common", "otel_mlflow._export"),
     ("_common", "otel_mlflow._delivery"),
     ("_common", "otel_mlflow._sink"),
+    ("_receive", "otel_mlflow._tracing"),
+    ("_common", "otel_mlflow._receive"),
+    ("_record", "otel_mlflow._receive"),
+    ("_export", "otel_mlflow._receive"),
+    ("_delivery", "otel_mlflow._receive"),
+    ("_sink", "otel_mlflow._receive"),
+    ("_tracing", "otel_mlflow._receive"),
 ])
 def test_layer_does_not_import_a_layer_it_must_not_know(layer: str, forbidden: str) -> None:
     offenders = {
@@ -91,7 +101,8 @@ def test_layer_does_not_import_a_layer_it_must_not_know(layer: str, forbidden: s
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-@pytest.mark.parametrize("layer", ["_common", "_tracing", "_record", "_export", "_delivery"])
+@pytest.mark.parametrize("layer", ["_common", "_tracing", "_record", "_export", "_delivery",
+                                   "_receive"])
 def test_only_the_sink_imports_mlflow(layer: str) -> None:
     offenders = {
         str(path.relative_to(PKG)): sorted(m for m in _imports(path)
@@ -100,3 +111,19 @@ def test_only_the_sink_imports_mlflow(layer: str) -> None:
         for path in _files(layer)
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_compare_reads_mlflow_only_in_its_reader_and_the_pipeline_never_imports_it() -> None:
+    offenders = {
+        str(path.relative_to(PKG)): sorted(m for m in _imports(path)
+                                             if m == "mlflow" or m.startswith("mlflow."))
+        for path in _files("compare") if path.name != "reader.py"
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert any(m.startswith("mlflow") for m in _imports(PKG / "compare" / "reader.py"))
+    users = {str(path.relative_to(PKG)) for layer in ("_common", "_tracing", "_record", "_export",
+                                                      "_delivery", "_sink")
+             for path in _files(layer)
+             if any(m == "otel_mlflow.compare" or m.startswith("otel_mlflow.compare.")
+                    for m in _imports(path))}
+    assert users == set()

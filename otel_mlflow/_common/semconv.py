@@ -21,6 +21,7 @@ GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
 GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
 GEN_AI_REQUEST_FREQUENCY_PENALTY = "gen_ai.request.frequency_penalty"
 GEN_AI_REQUEST_PRESENCE_PENALTY = "gen_ai.request.presence_penalty"
+GEN_AI_REQUEST_CHOICE_COUNT = "gen_ai.request.choice.count"
 GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_RESPONSE_ID = "gen_ai.response.id"
 GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
@@ -118,3 +119,13 @@ RUN_EVICTED_ERROR = "otel_mlflow.run_evicted"  # error.type for runs ended by th
 GEN_AI_TOOL_TYPE_FUNCTION = "function"
 AGENT_LOG = "otel_mlflow.agent.log"  # str, content-gated: an agent action's / finish's log text
 RETRY_ATTEMPT = "otel_mlflow.retry.attempt"  # int, on EVENT_RETRY
+
+# Thinking (reasoning) request settings, and Gemini response extras (``_tracing/gemini_mapping``)
+REQUEST_THINKING_BUDGET = "otel_mlflow.request.thinking_budget"  # int: thinking token budget
+REQUEST_THINKING_LEVEL = "otel_mlflow.request.thinking_level"  # str: e.g. low / high
+REQUEST_INCLUDE_THOUGHTS = "otel_mlflow.request.include_thoughts"  # bool: thought summaries asked
+GEMINI_GROUNDING_QUERIES = "otel_mlflow.gemini.grounding.web_search_queries"  # str[]
+GEMINI_GROUNDING_SOURCES = "otel_mlflow.gemini.grounding.source_uris"  # str[]
+GEMINI_SAFETY_RATINGS = "otel_mlflow.gemini.safety_ratings"  # str[]: CATEGORY:PROBABILITY
+GEMINI_BLOCK_REASON = "otel_mlflow.gemini.block_reason"  # str: promptFeedback.blockReason
+PROMPT_BLOCKED_ERROR = "otel_mlflow.prompt_blocked"  # error.type of a blocked prompt

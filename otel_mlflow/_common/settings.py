@@ -9,9 +9,11 @@ rule and the package version lookup; each component documents which of them it r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 _logger = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ MLFLOW_USE_DEFAULT_TRACER_PROVIDER = "MLFLOW_USE_DEFAULT_TRACER_PROVIDER"
 
 # Base of the default spool directory (XDG Base Directory spec; ``~/.cache`` when unset).
 XDG_CACHE_HOME = "XDG_CACHE_HOME"
+# google-genai's backend switch, read (never set) to name the provider of ChatGoogleGenerativeAI
+GOOGLE_GENAI_USE_VERTEXAI = "GOOGLE_GENAI_USE_VERTEXAI"
 
 # Standard GenAI content switch.
 CAPTURE_MESSAGE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -71,6 +75,16 @@ REDACT_KEYS = "OTEL_MLFLOW_REDACT_KEYS"  # comma-separated extra key regexes
 REDACT_PATTERNS = "OTEL_MLFLOW_REDACT_PATTERNS"  # comma-separated extra value regexes
 APP_VERSION = "OTEL_MLFLOW_APP_VERSION"  # tracer: overrides the computed chain version
 REGISTER_PROMPTS = "OTEL_MLFLOW_REGISTER_PROMPTS"  # writer: register unknown prompt templates
+# Tail sampling (exporter): share of OK traces written, decided per trace from its id.
+SAMPLE_RATIO = "OTEL_MLFLOW_SAMPLE_RATIO"
+KEEP_SLOWER_THAN_MS = "OTEL_MLFLOW_KEEP_SLOWER_THAN_MS"  # traces slower than this always written
+# ``otel-mlflow receive`` (the OTLP/HTTP receiver).
+RECEIVER_HOST = "OTEL_MLFLOW_RECEIVER_HOST"
+RECEIVER_PORT = "OTEL_MLFLOW_RECEIVER_PORT"
+RECEIVER_TOKEN = "OTEL_MLFLOW_RECEIVER_TOKEN"  # bearer token senders must present
+RECEIVER_MAX_BODY_BYTES = "OTEL_MLFLOW_RECEIVER_MAX_BODY_BYTES"  # compressed and decompressed
+RECEIVER_MAX_BACKLOG_BYTES = "OTEL_MLFLOW_RECEIVER_MAX_BACKLOG_BYTES"  # span log on disk -> 429
+SPAN_TREE_HTML = "OTEL_MLFLOW_SPAN_TREE_HTML"  # bool: write the span_tree.html waterfall page
 
 # Defaults shared by more than one component (exporter and delivery).
 # Writer threads: MLflow requests are I/O-bound; 4 measured faster than 2 or 8 against a local
@@ -91,6 +105,17 @@ DEFAULT_TRACE_TIMEOUT_SECONDS = 300.0
 DEFAULT_MAX_BUFFERED_TRACES = 2_000
 DEFAULT_MAX_SPANS_PER_TRACE = 10_000
 DEFAULT_PARENT_WAIT_SECONDS = 10.0
+# Tail sampling defaults: every trace written; no latency rule.
+DEFAULT_SAMPLE_RATIO = 1.0
+# Receiver defaults. 4318 is the OTLP/HTTP port; loopback unless told otherwise.
+DEFAULT_RECEIVER_HOST = "127.0.0.1"
+DEFAULT_RECEIVER_PORT = 4318
+# 20 MiB: the OTel Collector's own default ``max_request_body_size`` for its OTLP receiver.
+DEFAULT_RECEIVER_MAX_BODY_BYTES = 20 * 1024 * 1024
+DEFAULT_RECEIVER_MAX_BACKLOG_BYTES = 1024 * 1024 * 1024
+# A receiver's grace after a trace's root arrives: the senders' BatchSpanProcessor exports every
+# 5 s (OTEL_BSP_SCHEDULE_DELAY), so another process's spans of the same trace may come that late.
+DEFAULT_RECEIVER_GRACE_SECONDS = 6.0
 
 DIST_NAME = "otel-mlflow"
 _UNKNOWN_VERSION = "0.0.0"
@@ -141,11 +166,36 @@ def env_int(name: str, default: int) -> int:
         return default
 
 
+def env_optional_float(name: str) -> float | None:
+    """A number, or None when unset (or not a number, with a warning)."""
+    if env_str(name) is None:
+        return None
+    value = env_float(name, float("nan"))
+    return None if value != value else value
+
+
 def env_list(name: str) -> list[str]:
     value = env_str(name)
     if value is None:
         return []
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@contextlib.contextmanager
+def env_defaults(defaults: Mapping[str, str]) -> Iterator[None]:
+    """Set the ``defaults`` that are unset, for the ``with`` block only (restored after).
+
+    ``otel-mlflow compare`` reads MLflow inside it with ``REPLAY_HTTP_DEFAULTS``, so a caller of
+    ``cli.main(["compare", ...])`` in its own process keeps its environment as it was.
+    """
+    added = [name for name in defaults if name not in os.environ]
+    for name in added:
+        os.environ[name] = defaults[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:

@@ -11,7 +11,12 @@ The seam for deciding per complete trace (tail sampling, issue 11): ``on_complet
 ``(Ready) -> bool`` hooks run in order on every complete trace before it is converted; the first
 that returns False drops the trace (counted in ``stats["skipped"]``); a hook that raises is
 reported (``fault_counts()["exporter.on_complete"]``) and the trace is kept. Hooks run on
-whichever thread assembles, never under the lock.
+whichever thread assembles, never under the lock. The exporter's tail sampling is such a hook.
+
+``on_discard(trace_id)`` (optional) hears of every complete trace that will not reach
+``submit``: dropped by a hook, skipped by ``run_mode=active``, or failed to convert (the OTLP
+receiver frees its span log with it). ``sample_ratio`` becomes each record's
+``otel_mlflow.sample_ratio`` tag.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ MAX_BATCH_TRACES = 500
 ASSEMBLER_SHARE = 4  # the assembler takes at most cap // 4 traces per pass
 _STAT_KEYS = (
     "spans", "traces", "partial", "late_spans", "dropped_spans", "overflow", "early", "skipped",
-    "failed",
+    "failed", "sampled_out",
 )
 
 OnComplete = Callable[[Ready], bool]
@@ -45,8 +50,12 @@ class Assembler:
         *,
         run_mode: str,
         encode: bool,
+        sample_ratio: float | None = None,
+        on_discard: Callable[[int], None] | None = None,
     ) -> None:
         self.buffer = buffer
+        self._sample_ratio = sample_ratio
+        self._on_discard = on_discard
         self.on_complete: list[OnComplete] = []
         self._submit_one = submit
         self._run_mode = run_mode
@@ -123,6 +132,7 @@ class Assembler:
             return
         # Several threads assemble: counts are gathered here and added under the lock.
         counts = {"failed": 0, "traces": 0, "partial": 0, "dropped_spans": 0, "skipped": 0}
+        discarded: list[int] = []
         try:
             records: list[TraceRecord] = []
             for item in ready:
@@ -130,6 +140,7 @@ class Assembler:
                     continue
                 if self.on_complete and not self._keep(item):
                     counts["skipped"] += 1
+                    discarded.append(item.trace_id)
                     continue
                 try:
                     record = build_record(
@@ -137,9 +148,11 @@ class Assembler:
                         partial=item.partial,
                         dropped_spans=item.dropped,
                         encode=self._encode,
+                        sample_ratio=self._sample_ratio,
                     )
                 except Exception as exc:  # noqa: BLE001
                     counts["failed"] += 1
+                    discarded.append(item.trace_id)
                     _faults.report("exporter.build_record", exc)
                     continue
                 counts["traces"] += 1
@@ -147,18 +160,29 @@ class Assembler:
                 counts["dropped_spans"] += item.dropped
                 if record.target_run_id is None and self._run_mode == RUN_MODE_ACTIVE:
                     counts["skipped"] += 1
+                    discarded.append(item.trace_id)
                     continue
                 records.append(record)
             with self.lock:
                 for key, value in counts.items():
                     self.stats[key] += value
             self._submit(records)
+            self._discard(discarded)
         finally:
             with self.lock:
                 self.buffer.release(len(ready))
             with self._idle:
                 self._assembling -= 1
                 self._idle.notify_all()
+
+    def _discard(self, trace_ids: list[int]) -> None:
+        if self._on_discard is None:
+            return
+        for trace_id in trace_ids:
+            try:
+                self._on_discard(trace_id)
+            except Exception as exc:  # noqa: BLE001 - a callback bug never stops assembling
+                _faults.report("exporter.on_discard", exc)
 
     def _keep(self, item: Ready) -> bool:
         for hook in self.on_complete:

@@ -31,6 +31,9 @@ When a trace is complete, in priority order:
    in the same run, but it may also live in another provider and never arrive; so the trace is
    due ``max(grace_seconds, parent_wait_seconds)`` (default 10 s) after the last such root ended,
    or ``grace_seconds`` after the local root arrives, whichever comes first;
+   With ``remote_parent_is_root=False`` (the OTLP receiver, which sees every process of a
+   trace) only a span without any parent is a root (rule 1); a span with a remote parent waits
+   for it like a LangChain root (rule 2);
 3. ``force_flush()`` / ``flush()`` / ``shutdown()`` write such traces at once, without the grace;
 4. a trace whose root has not ended ``trace_timeout_seconds`` after its first span arrived is
    written as a partial run (tag ``otel_mlflow.partial=true``); so are open traces at
@@ -57,6 +60,14 @@ written run would need a second, different write path. They are counted in
 line naming a trace id. Spans beyond ``max_spans_per_trace`` are counted in the run's
 ``otel_mlflow.dropped_spans`` tag.
 
+Tail sampling: when a trace is complete, ``otel_mlflow._record.sampling.keep_trace`` decides
+whether it is written (an ``on_complete`` hook of the assembler): errors and traces slower than
+``keep_slower_than_ms`` always; otherwise by trace id against ``sample_ratio``, the SDK's
+``TraceIdRatioBased`` rule. Dropped traces are counted in ``stats["sampled_out"]`` (and, as every
+hook-dropped trace, in ``stats["skipped"]``); written runs carry the tag
+``otel_mlflow.sample_ratio``. ``on_discard(trace_id)`` hears of every complete trace that will
+never reach the sink.
+
 Traces whose LangChain root started under an active MLflow run (``otel_mlflow.mlflow.run_id``)
 are written into that run; the assembler batches the traces of one run (up to
 ``assembler.MAX_BATCH_TRACES``) into one write.
@@ -72,6 +83,8 @@ Configuration (constructor argument > environment variable > default, resolved o
 - ``grace_seconds``: ``OTEL_MLFLOW_GRACE_SECONDS``, default 1.0.
 - ``trace_timeout_seconds``: ``OTEL_MLFLOW_TRACE_TIMEOUT_SECONDS``, default 300.
 - ``parent_wait_seconds``: ``OTEL_MLFLOW_PARENT_WAIT_SECONDS``, default 10 (rule 2 above).
+- ``sample_ratio``: ``OTEL_MLFLOW_SAMPLE_RATIO``, default 1.0; ``keep_slower_than_ms``:
+  ``OTEL_MLFLOW_KEEP_SLOWER_THAN_MS``, default off (tail sampling above).
 - ``max_buffered_traces``: ``OTEL_MLFLOW_MAX_BUFFERED_TRACES``, default 2,000 (back-pressure).
 - ``max_spans_per_trace``: ``OTEL_MLFLOW_MAX_SPANS_PER_TRACE``, default 10,000.
 - ``workers``: ``OTEL_MLFLOW_WORKERS``, default 4 writer threads.
@@ -106,7 +119,8 @@ from otel_mlflow._common import faults as _faults
 from otel_mlflow._export import providers as _providers
 from otel_mlflow._export.assembler import Assembler
 from otel_mlflow._export.settings import ExporterSettings
-from otel_mlflow._export.trace_buffer import Relief, TraceBuffer
+from otel_mlflow._export.trace_buffer import Ready, Relief, TraceBuffer
+from otel_mlflow._record.sampling import keep_trace
 
 _RELIEF_FAULTS = {
     Relief.EARLY: (
@@ -144,10 +158,18 @@ class MlflowSpanExporter(SpanExporter):
         parent_wait_seconds: float | None = None,
         write: Callable[..., None] | None = None,
         register_prompts: bool | None = None,
+        sample_ratio: float | None = None,
+        keep_slower_than_ms: float | None = None,
+        on_discard: Callable[[int], None] | None = None,
+        remote_parent_is_root: bool = True,
     ) -> None:
         """Resolve every setting once; cheap (no network: MLflow is reached from the workers).
 
         ``write`` replaces ``MlflowWriter.write`` as the sink (another store, tests).
+        ``on_discard(trace_id)`` is called for a complete trace that will never reach the sink
+        (sampled out, skipped by ``run_mode=active``, failed to convert).
+        ``remote_parent_is_root=False`` (the OTLP receiver) makes a span with a remote parent
+        wait for that parent like a LangChain root (rule 2) instead of completing the trace.
         """
         from otel_mlflow._delivery.spool import Spool
         from otel_mlflow._delivery.workers import Delivery
@@ -160,7 +182,8 @@ class MlflowSpanExporter(SpanExporter):
             parent_wait_seconds=parent_wait_seconds, max_buffered_traces=max_buffered_traces,
             max_spans_per_trace=max_spans_per_trace, workers=workers, spool_dir=spool_dir,
             spool_max_bytes=spool_max_bytes, shutdown_timeout_seconds=shutdown_timeout_seconds,
-            retry_max_seconds=retry_max_seconds,
+            retry_max_seconds=retry_max_seconds, sample_ratio=sample_ratio,
+            keep_slower_than_ms=keep_slower_than_ms,
         )
         self.tracking_uri = s.tracking_uri
         self.experiment_name = s.experiment_name
@@ -172,6 +195,9 @@ class MlflowSpanExporter(SpanExporter):
         self.max_buffered_traces = s.max_buffered_traces
         self.max_spans_per_trace = s.max_spans_per_trace
         self.shutdown_timeout_seconds = s.shutdown_timeout_seconds
+        self.sample_ratio = s.sample_ratio
+        self.keep_slower_than_ms = s.keep_slower_than_ms
+        self.remote_parent_is_root = bool(remote_parent_is_root)
 
         self.writer = None
         if write is None:
@@ -199,10 +225,14 @@ class MlflowSpanExporter(SpanExporter):
             trace_timeout_seconds=s.trace_timeout_seconds,
             max_buffered_traces=s.max_buffered_traces,
             max_spans_per_trace=s.max_spans_per_trace,
+            remote_parent_is_root=self.remote_parent_is_root,
         )
         self._assembler = Assembler(
-            buffer, self.delivery.submit, run_mode=s.run_mode, encode=s.link_traces
+            buffer, self.delivery.submit, run_mode=s.run_mode, encode=s.link_traces,
+            sample_ratio=s.sample_ratio, on_discard=on_discard,
         )
+        if s.sample_ratio < 1.0:
+            self._assembler.on_complete.append(self._sampled_in)
         self._buffer = buffer
         self._shutdown = False
         self._assembler.start()
@@ -219,8 +249,16 @@ class MlflowSpanExporter(SpanExporter):
     @property
     def stats(self) -> dict[str, int]:
         """Counters: spans, traces, partial, late_spans, dropped_spans, overflow, early,
-        skipped, failed."""
+        skipped, failed, sampled_out."""
         return self._assembler.stats
+
+    def _sampled_in(self, item: Ready) -> bool:
+        """The tail-sampling hook (``on_complete``): keep the trace or count it sampled out."""
+        keep = keep_trace(item.spans, self.sample_ratio, self.keep_slower_than_ms)
+        if not keep:
+            with self._assembler.lock:
+                self._assembler.stats["sampled_out"] += 1
+        return keep
 
     def _restart_in_child(self) -> None:
         """After ``os.fork()``, in the child: new locks and assembler thread, empty buffers.

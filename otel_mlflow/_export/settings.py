@@ -41,6 +41,8 @@ class ExporterSettings:
     spool_max_bytes: int | None
     shutdown_timeout_seconds: float
     retry_max_seconds: float
+    sample_ratio: float = _config.DEFAULT_SAMPLE_RATIO
+    keep_slower_than_ms: float | None = None
 
     @classmethod
     def resolve(
@@ -60,6 +62,8 @@ class ExporterSettings:
         spool_max_bytes: int | None = None,
         shutdown_timeout_seconds: float | None = None,
         retry_max_seconds: float | None = None,
+        sample_ratio: float | None = None,
+        keep_slower_than_ms: float | None = None,
     ) -> ExporterSettings:
         """Argument > env var > default for every field."""
         mode = (run_mode or _config.env_str(_config.RUN_MODE) or _config.RUN_MODE_TRACE).lower()
@@ -90,4 +94,8 @@ class ExporterSettings:
                 _config.SHUTDOWN_TIMEOUT_SECONDS, _config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS))),
             retry_max_seconds=_pick(retry_max_seconds, _config.env_float(
                 _config.RETRY_MAX_SECONDS, _config.DEFAULT_RETRY_MAX_SECONDS)),
+            sample_ratio=min(1.0, max(0.0, float(_pick(sample_ratio, _config.env_float(
+                _config.SAMPLE_RATIO, _config.DEFAULT_SAMPLE_RATIO))))),
+            keep_slower_than_ms=_pick(
+                keep_slower_than_ms, _config.env_optional_float(_config.KEEP_SLOWER_THAN_MS)),
         )

@@ -8,9 +8,11 @@ holds its lock around every call. The decisions it returns are carried out by th
 When a trace is complete, in priority order:
 
 1. a span without a parent or with a remote parent (the trace's local root) has ended: the trace
-   is due ``grace_seconds`` later;
-2. a span carrying ``otel_mlflow.root=True`` (a LangChain root run) with a local parent has
-   ended: the trace is due ``max(grace_seconds, parent_wait_seconds)`` after the last such root,
+   is due ``grace_seconds`` later. With ``remote_parent_is_root=False`` (the OTLP receiver,
+   which sees every process of a trace) only a span without any parent counts here; a span with
+   a remote parent waits for that parent by rule 2;
+2. a span carrying ``otel_mlflow.root=True`` (a LangChain root run) with a local parent (or,
+   with ``remote_parent_is_root=False``, any span with a remote parent) has ended: the trace is due ``max(grace_seconds, parent_wait_seconds)`` after the last such root,
    or ``grace_seconds`` after the local root arrives, whichever comes first;
 3. ``take(now=None)`` (flush / shutdown) takes complete traces without the grace;
 4. a trace whose root has not ended ``trace_timeout_seconds`` after its first span is taken as
@@ -91,6 +93,7 @@ class TraceBuffer:
         max_buffered_traces: int,
         max_spans_per_trace: int,
         max_done_ids: int = MAX_DONE_IDS,
+        remote_parent_is_root: bool = True,
     ) -> None:
         self.grace_seconds = grace_seconds
         self.parent_wait_seconds = parent_wait_seconds
@@ -98,6 +101,7 @@ class TraceBuffer:
         self.max_buffered_traces = max_buffered_traces
         self.max_spans_per_trace = max_spans_per_trace
         self._max_done = max_done_ids
+        self.remote_parent_is_root = remote_parent_is_root
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._done: OrderedDict[int, None] = OrderedDict()
         self._taken = 0  # traces taken out and not yet released
@@ -118,6 +122,7 @@ class TraceBuffer:
         late_id = 0
         wake = False
         grace = self.grace_seconds
+        remote_roots = self.remote_parent_is_root
         while index < len(spans):
             span = spans[index]
             trace_id = span.context.trace_id
@@ -134,11 +139,11 @@ class TraceBuffer:
                         return Added(index, late, late_id, wake, relief, kind)
                 pending = self._pending[trace_id] = _Pending(first_seen=now)
             # A root cut by the span cap still completes its trace.
-            if is_trace_root(span):
+            if is_trace_root(span) and (remote_roots or span.parent is None):
                 pending.has_local_root = True
                 pending.due = now + grace
                 wake = wake or grace == 0
-            elif is_langchain_root(span) and not pending.has_local_root:
+            elif (is_langchain_root(span) or is_trace_root(span)) and not pending.has_local_root:
                 pending.due = now + max(grace, self.parent_wait_seconds)
             index += 1
             if len(pending.spans) >= self.max_spans_per_trace:

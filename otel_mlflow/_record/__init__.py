@@ -12,7 +12,10 @@ names so callers need one import:
 - ``otel_mlflow._record.span_tree``: spans -> the nested ``span_tree.json`` nodes;
 - ``otel_mlflow._record.version``: the root's version identity -> version tags, ``prompt.<name>``
   params, ``prompts.json`` and the LoggedModel facts (``TraceRecord.chain``);
-- ``otel_mlflow._record.build``: ``build_record`` (tags, params, metrics) and ``encode_otlp``.
+- ``otel_mlflow._record.build``: ``build_record`` (tags, params, metrics) and ``encode_otlp``;
+- ``otel_mlflow._record.sampling``: ``keep_trace``, the tail-sampling decision.
+- ``otel_mlflow._record.run_totals``: the bounded running summary behind the ``run.*`` metrics;
+- ``otel_mlflow._record.span_tree_html``: span trees -> the ``span_tree.html`` waterfall page.
 
 All of them are pure: no MLflow import, no I/O. The schema itself is documented in
 ``docs/run-schema.md``.
@@ -27,6 +30,20 @@ from otel_mlflow._record.schema import (
     ARTIFACT_TABLE,
     ARTIFACT_TREE,
     ARTIFACT_TREES_DIR,
+    M_COST_USD,
+    M_RUN_TRACES,
+    M_RUN_LLM_CALLS,
+    M_RUN_TOKENS_INPUT,
+    M_RUN_TOKENS_OUTPUT,
+    M_RUN_TOKENS_TOTAL,
+    M_RUN_TOKENS_REASONING,
+    M_RUN_TOKENS_CACHE_READ,
+    M_RUN_ERRORS,
+    M_RUN_LATENCY_P50,
+    M_RUN_LATENCY_P95,
+    M_RUN_TTFT_P50,
+    M_RUN_COST_USD,
+    ARTIFACT_TREE_HTML,
     M_ERRORS,
     M_LLM_CALLS,
     M_LLM_DURATION,
@@ -65,6 +82,7 @@ from otel_mlflow._record.schema import (
     TAG_MODELS,
     TAG_PARTIAL,
     TAG_PROVIDERS,
+    TAG_SAMPLE_RATIO,
     TAG_SERVICE_NAME,
     TAG_SESSION_ID,
     TAG_STATUS,
@@ -79,6 +97,7 @@ from otel_mlflow._record.span_facts import (
     span_id_hex,
     trace_id_hex,
 )
+from otel_mlflow._record.sampling import keep_trace
 from otel_mlflow._record.span_tree import build_tree
 from otel_mlflow._record.version import version_fields
 from otel_mlflow._record.model import Table, TraceRecord, merge_batch
@@ -91,13 +110,16 @@ __all__ = [
     "PARAM_MAX_TOKENS", "PARAM_MODEL", "PARAM_TEMPERATURE", "PARAM_TOP_K", "PARAM_TOP_P",
     "STATUS_ERROR", "STATUS_OK", "TABLE_COLUMNS",
     "TAG_DROPPED_SPANS", "TAG_ERROR_TYPE", "TAG_LC_METADATA_PREFIX", "TAG_LC_TAGS",
-    "TAG_LOGGED_ARTIFACTS", "TAG_MODELS", "TAG_PARTIAL", "TAG_PROVIDERS", "TAG_SERVICE_NAME",
+    "TAG_LOGGED_ARTIFACTS", "TAG_MODELS", "TAG_PARTIAL", "TAG_PROVIDERS", "TAG_SAMPLE_RATIO",
+    "TAG_SERVICE_NAME",
     "TAG_STATUS", "TAG_TRACE_COUNT", "TAG_TRACE_ID",
     # version identity (_record/version.py)
     "ARTIFACT_PROMPTS", "PARAM_PROMPT_PREFIX", "TAG_APP_VERSION", "TAG_CHAIN_VERSION",
     "TAG_MLFLOW_GIT_COMMIT", "TAG_MLFLOW_SOURCE_NAME", "TAG_MLFLOW_SOURCE_TYPE", "TAG_MLFLOW_USER",
     "TAG_MODEL_ID", "TAG_SESSION_ID", "TAG_USER_ID", "version_fields",
+    "M_COST_USD", "M_RUN_TRACES", "M_RUN_LLM_CALLS", "M_RUN_TOKENS_INPUT", "M_RUN_TOKENS_OUTPUT", "M_RUN_TOKENS_TOTAL", "M_RUN_TOKENS_REASONING",
+    "M_RUN_TOKENS_CACHE_READ", "M_RUN_ERRORS", "M_RUN_LATENCY_P50", "M_RUN_LATENCY_P95", "M_RUN_TTFT_P50", "M_RUN_COST_USD", "ARTIFACT_TREE_HTML",
     "Table", "TraceRecord", "build_record", "build_tree", "choose_root", "encode_otlp",
-    "is_langchain_root", "is_trace_root", "merge_batch", "messages_text", "span_id_hex",
+    "is_langchain_root", "is_trace_root", "keep_trace", "merge_batch", "messages_text", "span_id_hex",
     "table_row", "tag_key", "trace_id_hex",
 ]

@@ -60,10 +60,12 @@ from otel_mlflow._record.schema import (
     TAG_MODELS,
     TAG_PARTIAL,
     TAG_PROVIDERS,
+    TAG_SAMPLE_RATIO,
     TAG_SERVICE_NAME,
     TAG_STATUS,
     TAG_TRACE_ID,
 )
+from otel_mlflow._record.sampling import format_ratio
 from otel_mlflow._record.span_facts import (
     span_attrs,
     choose_root,
@@ -194,8 +196,12 @@ def build_record(
     partial: bool = False,
     dropped_spans: int = 0,
     encode: bool = True,
+    sample_ratio: float | None = None,
 ) -> TraceRecord:
     """Convert the finished spans of ONE trace (non-empty) into a ``TraceRecord``.
+
+    ``sample_ratio`` (the exporter's tail-sampling ratio) becomes the ``otel_mlflow.sample_ratio``
+    tag, so counts can be scaled back.
 
     ``partial`` marks a trace written before its root ended (timeout, buffer overflow, shutdown).
     ``encode=False`` skips the OTLP encoding (when the Traces-view link is off).
@@ -246,6 +252,8 @@ def build_record(
         tags[TAG_PARTIAL] = "true"
     if dropped_spans:
         tags[TAG_DROPPED_SPANS] = str(dropped_spans)
+    if sample_ratio is not None:
+        tags[TAG_SAMPLE_RATIO] = format_ratio(sample_ratio)
     return TraceRecord(
         trace_id=trace_id,
         run_name=_cap(root.name, 250),

@@ -2,6 +2,10 @@
 
 ``messages_text`` turns the GenAI parts-schema message JSON into the text a person reads in
 MLflow's table view; ``table_row`` builds one row in ``TABLE_COLUMNS`` order. No I/O.
+
+Reasoning parts (thought summaries) are left out of ``output`` and read in the ``reasoning``
+column; media parts read as a placeholder, ``[image/png, 12 KB]`` (inline, with its size) or
+``[application/pdf, gs://bucket/doc.pdf]`` (a reference); the bytes are never on the span.
 """
 
 from __future__ import annotations
@@ -23,10 +27,41 @@ from otel_mlflow._record.span_facts import (
     trace_id_hex,
 )
 
+_REASONING_MARK = '"reasoning"'  # in the JSON text of any output with a reasoning part
+_MEDIA_PARTS = frozenset({"blob", "uri", "file"})
+_REASONING = "reasoning"
+
+
+def _size_text(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{round(size / 1024)} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def _media_text(part: Mapping[str, Any]) -> str:
+    """``[image/png, 12 KB]``, ``[video/mp4, gs://b/clip.mp4]``, ``[application/pdf, file f1]``."""
+    ptype = part.get("type")
+    what = part.get("mime_type") or part.get("modality") or ptype
+    if ptype == "blob":
+        size = part.get("size")
+        detail = _size_text(size) if isinstance(size, int) else "inline"
+    elif ptype == "uri":
+        detail = str(part.get("uri"))
+    else:
+        detail = "file " + str(part.get("file_id"))
+    return f"[{what}, {detail}]"
+
+
 def _part_text(part: Any) -> str:
     if not isinstance(part, Mapping):
         return part if isinstance(part, str) else json.dumps(part, ensure_ascii=False)
     ptype = part.get("type")
+    if ptype in _MEDIA_PARTS:
+        return _media_text(part)
+    if ptype == _REASONING:
+        return ""  # read in the reasoning column, never in the answer
     if ptype == "text" or (ptype is None and "content" in part):
         content = part.get("content")
         return content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
@@ -52,6 +87,21 @@ def _message_text(message: Any) -> tuple[str, str]:
     else:
         text = json.dumps(message, ensure_ascii=False)
     return str(message.get("role") or ""), text
+
+
+def reasoning_text(raw: Any) -> str | None:
+    """The reasoning parts (thought summaries) of a ``gen_ai.output.messages`` JSON value."""
+    msgs = load_json(raw)
+    if not isinstance(msgs, list):
+        return None
+    texts = [
+        part["content"]
+        for message in msgs if isinstance(message, Mapping)
+        for part in (message.get("parts") if isinstance(message.get("parts"), list) else ())
+        if isinstance(part, Mapping) and part.get("type") == _REASONING
+        and isinstance(part.get("content"), str) and part["content"]
+    ]
+    return "\n\n".join(texts) or None
 
 
 def messages_text(raw: Any, system: Any = None) -> str | None:
@@ -115,6 +165,9 @@ def table_row(span: ReadableSpan) -> tuple[Any, ...]:
     ttft = num(attrs.get(A.TTFT_MS))
     in_tok = _int_or_none(attrs.get(A.GEN_AI_USAGE_INPUT_TOKENS))
     out_tok = _int_or_none(attrs.get(A.GEN_AI_USAGE_OUTPUT_TOKENS))
+    out_raw = attrs.get(A.GEN_AI_OUTPUT_MESSAGES)
+    if not isinstance(out_raw, str):
+        out_raw = ""
     return (
         trace_id_hex(span.context.trace_id),
         span_id_hex(span.context.span_id),
@@ -122,6 +175,7 @@ def table_row(span: ReadableSpan) -> tuple[Any, ...]:
         model_of(span),
         messages_text(attrs.get(A.GEN_AI_INPUT_MESSAGES), attrs.get(A.GEN_AI_SYSTEM_INSTRUCTIONS)),
         messages_text(attrs.get(A.GEN_AI_OUTPUT_MESSAGES)),
+        reasoning_text(out_raw) if _REASONING_MARK in out_raw else None,
         _error_text(span),
         round(duration_ms(span), 3),
         None if ttft is None else round(ttft, 3),

@@ -15,6 +15,7 @@ TAG_MODELS = "otel_mlflow.models"
 TAG_PROVIDERS = "otel_mlflow.providers"
 TAG_PARTIAL = "otel_mlflow.partial"
 TAG_DROPPED_SPANS = "otel_mlflow.dropped_spans"
+TAG_SAMPLE_RATIO = "otel_mlflow.sample_ratio"  # tail-sampling ratio the trace was kept under
 TAG_TRACE_COUNT = "otel_mlflow.trace_count"  # active-run mode: traces written into the run
 TAG_LC_TAGS = "langchain.tags"
 TAG_LC_METADATA_PREFIX = "langchain.metadata."
@@ -52,10 +53,26 @@ M_TOOL_CALLS = "tool.calls"
 M_RETRIEVER_CALLS = "retriever.calls"
 M_SPANS = "spans"
 M_ERRORS = "errors"
+M_COST_USD = "cost.usd"  # per-trace cost, when the cost estimate exists (summed into run.cost.usd)
+
+# Active-run mode: run totals, current as traces arrive (``otel_mlflow._record.run_totals``).
+M_RUN_TRACES = "run.traces"
+M_RUN_LLM_CALLS = "run.llm.calls"
+M_RUN_TOKENS_INPUT = "run.tokens.input"
+M_RUN_TOKENS_OUTPUT = "run.tokens.output"
+M_RUN_TOKENS_TOTAL = "run.tokens.total"
+M_RUN_TOKENS_REASONING = "run.tokens.reasoning"
+M_RUN_TOKENS_CACHE_READ = "run.tokens.cache_read"
+M_RUN_ERRORS = "run.errors"
+M_RUN_LATENCY_P50 = "run.latency_ms.p50"
+M_RUN_LATENCY_P95 = "run.latency_ms.p95"
+M_RUN_TTFT_P50 = "run.ttft_ms.p50"
+M_RUN_COST_USD = "run.cost.usd"
 
 ARTIFACT_TABLE = "llm_calls.json"
 ARTIFACT_TREE = "span_tree.json"
 ARTIFACT_PROMPTS = "prompts.json"  # the chain's prompt templates (run-per-trace mode)
+ARTIFACT_TREE_HTML = "span_tree.html"  # the waterfall page (one per run; the run's traces in active-run mode)
 ARTIFACT_TREES_DIR = "span_trees"  # active-run mode: span_trees/<first trace id>.json per batch
 
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -65,6 +82,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "model",
     "input",
     "output",
+    "reasoning",
     "error",
     "duration_ms",
     "ttft_ms",
@@ -76,3 +94,10 @@ TABLE_COLUMNS: tuple[str, ...] = (
 
 STATUS_OK = "OK"
 STATUS_ERROR = "ERROR"
+
+# Written by the cost and feedback features (issue 10); read by ``otel-mlflow compare`` (with
+# TAG_CHAIN_VERSION and TAG_MODEL_ID above).
+M_COST_USD = "cost.usd"
+M_COST_INPUT_USD = "cost.input_usd"
+M_COST_OUTPUT_USD = "cost.output_usd"
+M_FEEDBACK_PREFIX = "feedback."  # feedback.<name>: the mean of the values logged for the trace

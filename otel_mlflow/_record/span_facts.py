@@ -89,12 +89,17 @@ def iso(ns: int) -> str:
 def choose_root(spans: Sequence[ReadableSpan]) -> ReadableSpan | None:
     """The trace's root, or None for an empty list.
 
-    Priority order: (1) the earliest span without a parent or with a remote parent, else (2) the
-    earliest span carrying ``otel_mlflow.root=True``, else (3) the earliest span (partial traces).
+    Priority order: (1) the earliest span without a parent, else (2) the earliest span with a
+    remote parent, else (3) the earliest span carrying ``otel_mlflow.root=True``, else (4) the
+    earliest span (partial traces). (1) before (2): the spans of several processes (an OTLP
+    receiver) have one true root, whatever the processes' clocks say.
     """
     if not spans:
         return None
     ordered = sorted(spans, key=start_ns)
+    for span in ordered:
+        if span.parent is None:
+            return span
     for span in ordered:
         if is_trace_root(span):
             return span

@@ -3,23 +3,25 @@
 ``MlflowWriter(tracking_uri, experiment_name, link_traces).write(record)`` runs on a delivery
 worker, raises on failure (delivery retries and spools) and is idempotent.
 
-Run-per-trace mode (``record.target_run_id is None``), at most 5 requests for the run itself:
+Run-per-trace mode (``record.target_run_id is None``), at most 6 requests for the run itself:
 
 1. ``create_run`` with every tag (``otel.trace_id`` among them), named after the root span;
 2. one ``log_batch`` with the metrics (step 0, timestamp = trace end) and params;
-3. ``llm_calls.json`` and 4. ``span_tree.json``, one artifact upload each (and ``prompts.json``
-   for a chain with prompt templates);
-5. one ``UpdateRun`` (the store's ``update_run_info``) to FINISHED (trace OK) or FAILED (trace
+3. ``llm_calls.json``, 4. ``span_tree.json`` and 5. ``span_tree.html`` (the waterfall page;
+   off with ``span_tree_html=False`` / ``OTEL_MLFLOW_SPAN_TREE_HTML=false``), one upload each
+   (and ``prompts.json`` for a chain with prompt templates);
+6. one ``UpdateRun`` (the store's ``update_run_info``) to FINISHED (trace OK) or FAILED (trace
    ERROR) with the trace's end time.
 
-The Traces-view link (``otel_mlflow._sink.traces.log_trace``) comes on top, before step 5: one
+The Traces-view link (``otel_mlflow._sink.traces.log_trace``) comes on top, before step 6: one
 ``POST /v1/traces`` that also links the trace to the run on a first attempt against a tracking
 server (the explicit ``link_traces_to_run`` call, which raises on failure, is added on retries and
 replays, and always for local stores).
 
 Artifacts behind a tracking server that proxies them (``mlflow-artifacts:`` / ``http(s)://``
 artifact URIs) are PUT straight from memory, one request each; any other artifact store gets a
-temporary file through its artifact repository.
+temporary file through its artifact repository (``otel_mlflow._sink.artifacts``).
+
 A chain version (``record.chain``) adds, through ``otel_mlflow._sink.versions``: the LoggedModel
 lookup (once per version per writer) and MLflow's source tags before ``create_run``; after the
 Traces-view link, ``mlflow.modelId`` in the trace's metadata (one request) and the Prompt
@@ -29,7 +31,7 @@ A terminal run status is the "complete" marker: it is set last, so a run still R
 half-written.
 
 Idempotency, in priority order: (1) a first attempt (``attempt == 0``) of a trace this writer has
-not tried before creates the run directly (no lookup, keeping the 5-request budget); (2) a retry,
+not tried before creates the run directly (no lookup, keeping the request budget); (2) a retry,
 a replay (``attempt >= 1``), a writer built with ``lookup_existing=True`` or a trace this writer
 already tried first searches ``tags.otel.trace_id`` in the experiment; a complete run found ends
 the write, a half-written one is completed (tags, metrics, params and artifacts are re-sent; MLflow
@@ -42,6 +44,9 @@ Active-run mode (``record.target_run_id`` set; ``record.members`` for a batch of
 (the table is read once per run from the store, then kept in memory; rows whose ``span_id`` is
 already in the table are not appended twice), and the batch's span trees as
 ``span_trees/<first trace id>.json`` = ``{"<trace id>": {"trace_id": ..., "spans": [...]}, ...}``.
+The same ``log_batch`` carries the run totals (``run.*``) and the run's ``span_tree.html`` is
+re-uploaded per batch (``otel_mlflow._sink.run_views``: a bounded summary, rebuilt once from the
+run when this process meets a run that already holds traces).
 Params are not logged into an active run (they belong to the user and are immutable). A retry in
 the same process reuses the steps assigned on the first attempt; a replay in another process may
 log a batch's metric points a second time at new steps (rows and trees never duplicate).
@@ -52,7 +57,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import posixpath
 import tempfile
 import threading
 from collections import OrderedDict
@@ -65,9 +69,13 @@ from otel_mlflow._common.settings import resolve_tracking_uri
 
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._sink.versions import VersionWriter
+from otel_mlflow._sink import fork as _fork
+from otel_mlflow._sink import artifacts as _artifacts
+from otel_mlflow._sink import run_views as _views
 from otel_mlflow._record import (
     ARTIFACT_TABLE,
     ARTIFACT_TREE,
+    ARTIFACT_TREE_HTML,
     ARTIFACT_TREES_DIR,
     STATUS_ERROR,
     TAG_LOGGED_ARTIFACTS,
@@ -96,6 +104,7 @@ class _ActiveRunState:
     table_rows: list[list[Any]] = field(default_factory=list)
     table_span_ids: set[str] = field(default_factory=set)
     steps: dict[str, int] = field(default_factory=dict)
+    views: _views.ActiveRunViews = field(default_factory=_views.ActiveRunViews)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -111,11 +120,14 @@ class MlflowWriter:
         lookup_existing: bool = False,
         client: Any = None,
         register_prompts: bool | None = None,
+        span_tree_html: bool | None = None,
     ) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment_name = _config.resolve_experiment_name(experiment_name)
         self.link_traces = bool(link_traces)
         self.lookup_existing = bool(lookup_existing)
+        self.span_tree_html = (_config.env_bool(_config.SPAN_TREE_HTML, True)
+                               if span_tree_html is None else bool(span_tree_html))
         self._client = client
         self._lock = threading.Lock()
         self._experiment_id: str | None = None
@@ -127,6 +139,7 @@ class MlflowWriter:
         # Chain versions: LoggedModel, source tags, prompts.json, prompt links (``_sink/versions``).
         self._versions = VersionWriter(lambda: self.client, register_prompts=register_prompts,
                                        link_traces=self.link_traces)
+        _fork.track_writer(self)
 
     # --- lazily built MLflow objects (never in the app's thread) ---------------------------
     @property
@@ -171,15 +184,14 @@ class MlflowWriter:
         return repo
 
     def _upload_json(self, artifact_uri: str, artifact_file: str, payload: Any) -> None:
-        repo = self._repo(artifact_uri)
-        if _put_direct(repo, artifact_file, payload):
-            return
-        directory, name = os.path.split(artifact_file)
-        with tempfile.TemporaryDirectory(prefix="otel_mlflow-") as tmp:
-            path = os.path.join(tmp, name)
-            with open(path, "w", encoding="utf-8") as handle:
-                json.dump(payload, handle, ensure_ascii=False, allow_nan=True)
-            repo.log_artifact(path, directory or None)
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=True)
+        _artifacts.upload_text(self._repo(artifact_uri), artifact_file, text,
+                               _artifacts.JSON_CONTENT_TYPE)
+
+    def _upload_html(self, artifact_uri: str, page: str | None) -> None:
+        if page is not None:
+            _artifacts.upload_text(self._repo(artifact_uri), ARTIFACT_TREE_HTML, page,
+                                   _artifacts.HTML_CONTENT_TYPE)
 
     def _link(self, experiment_id: str, run_id: str, otlp: bytes, *, explicit: bool) -> None:
         if not self.link_traces or not otlp:
@@ -264,6 +276,8 @@ class MlflowWriter:
         artifact_uri = run.info.artifact_uri
         self._upload_json(artifact_uri, ARTIFACT_TABLE, record.table.to_dict())
         self._upload_json(artifact_uri, ARTIFACT_TREE, dict(record.tree))
+        if self.span_tree_html:
+            self._upload_html(artifact_uri, _views.trace_page_text(record))
         self._link(experiment_id, run_id, record.otlp, explicit=repeat)
         self._versions.finish(
             plan, experiment_id, record, run_id,
@@ -307,6 +321,8 @@ class MlflowWriter:
         )
         if {"path": ARTIFACT_TABLE, "type": "table"} in logged:
             self._load_table(state)
+        state.views = _views.load(self.client, run, next_step, page=self.span_tree_html,
+                                  repo=self._repo(state.artifact_uri))
         with self._lock:
             existing = self._active.get(run_id)
             if existing is not None:
@@ -370,10 +386,13 @@ class MlflowWriter:
                     step = state.next_step
                     state.next_step += 1
                     state.steps[member.trace_id] = step
+                    state.views.add(member)
                 metrics.extend(
                     Metric(k, float(v), member.end_time_ms, step)
                     for k, v in member.metrics.items()
                 )
+            metrics.extend(state.views.metrics(max(m.end_time_ms for m in members),
+                                               state.next_step - 1))
             if len(state.steps) > _MAX_REMEMBERED_TRACES:
                 state.steps.clear()
             entry = {"path": ARTIFACT_TABLE, "type": "table"}
@@ -395,30 +414,8 @@ class MlflowWriter:
                 self._upload_json(
                     state.artifact_uri, f"{ARTIFACT_TREES_DIR}/{members[0].trace_id}.json", trees
                 )
+            if self.span_tree_html:
+                self._upload_html(state.artifact_uri, state.views.page(run_id))
             # Serialized OTLP requests concatenate into one valid request (repeated fields).
             otlp = b"".join(m.otlp for m in members)
             self._link(state.experiment_id, run_id, otlp, explicit=attempt > 0)
-
-
-def _put_direct(repo: Any, artifact_file: str, payload: Any) -> bool:
-    """PUT ``payload`` as JSON to a proxying tracking server, from memory; False for other repos.
-
-    Sends what ``HttpArtifactRepository.log_artifact`` sends for a small file (one PUT with the
-    same endpoint, credentials and ``application/json`` type), without the temporary file it reads.
-    """
-    from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
-
-    if not isinstance(repo, HttpArtifactRepository):
-        return False
-    from mlflow.utils.rest_utils import augmented_raise_for_status, http_request
-
-    data = json.dumps(payload, ensure_ascii=False, allow_nan=True).encode("utf-8")
-    response = http_request(
-        repo._host_creds,  # noqa: SLF001 - the repository's own resolved credentials
-        posixpath.join("/", artifact_file),
-        "PUT",
-        data=data,
-        extra_headers={"Content-Type": "application/json"},
-    )
-    augmented_raise_for_status(response)
-    return True

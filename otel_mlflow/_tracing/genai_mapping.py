@@ -13,16 +13,8 @@ Chain classification, in priority order (``classify_chain``):
 3. Root chain (no parent run) -> ``invoke_workflow {name}``.
 4. Any other chain -> its LangChain run name, no operation.
 
-LLM request parameters, in priority order: LangChain's normalised ``ls_*`` metadata
-(``ls_model_name``, ``ls_temperature``, ``ls_max_tokens``, ``ls_stop``), then
-``invocation_params`` (``model``/``model_name``/``model_id``, ``temperature``, ``top_p``,
-``top_k``, ``max_tokens``/``max_output_tokens``/``max_new_tokens``, ``stop``, ``seed``,
-penalties). Provider: ``ls_provider`` mapped by ``PROVIDER_BY_LS_PROVIDER``, else kept as is.
-
-Token usage, in priority order: ``AIMessage.usage_metadata`` of the first generation, then its
-``generation_info["usage_metadata"]`` (snake or camel case, as Vertex reports it), then
-``llm_output["token_usage"]`` / ``llm_output["usage"]``. The total is taken as reported, never
-recomputed (Gemini's total includes thinking tokens).
+LLM request and response attributes (provider, parameters, usage, Gemini extras) are in
+``llm_mapping`` (and ``gemini_mapping``); their functions are re-exported here.
 
 Conversation id: metadata ``thread_id``, then ``session_id``, then ``conversation_id``.
 """
@@ -35,7 +27,11 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from otel_mlflow._common import semconv as A
-from otel_mlflow._tracing.content.messages import generation_finish_reason
+from otel_mlflow._tracing.llm_mapping import (  # noqa: F401 - re-exported for the handler
+    provider_name,
+    request_attributes,
+    response_attributes,
+)
 from otel_mlflow._tracing.content.serialize import Serializer
 
 SKIP_TAG = "langsmith:hidden"
@@ -147,79 +143,6 @@ _PLAIN_CLASSES: dict[str, ChainClass] = {}
 _CLASS_CACHE_MAX = 4096
 
 
-def provider_name(metadata: Mapping[str, Any] | None) -> str | None:
-    """``gen_ai.provider.name`` from ``ls_provider``."""
-    if not metadata:
-        return None
-    ls = metadata.get("ls_provider")
-    if not ls:
-        return None
-    return A.PROVIDER_BY_LS_PROVIDER.get(ls, str(ls))
-
-
-def _first(params: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    for key in keys:
-        value = params.get(key)
-        if value is not None:
-            return value
-    return None
-
-
-def _number(value: Any) -> int | float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    return None
-
-
-def request_attributes(
-    invocation_params: Mapping[str, Any] | None,
-    metadata: Mapping[str, Any] | None,
-    attrs: dict[str, Any],
-) -> str | None:
-    """Add request parameters to ``attrs``; return the request model (or None)."""
-    meta = metadata or {}
-    params = invocation_params or {}
-    model = meta.get("ls_model_name") or _first(params, ("model", "model_name", "model_id"))
-    if model is not None:
-        model = str(model)
-        attrs[A.GEN_AI_REQUEST_MODEL] = model
-    temperature = _number(meta.get("ls_temperature"))
-    if temperature is None:
-        temperature = _number(params.get("temperature"))
-    if temperature is not None:
-        attrs[A.GEN_AI_REQUEST_TEMPERATURE] = temperature
-    max_tokens = _number(meta.get("ls_max_tokens"))
-    if max_tokens is None:
-        max_tokens = _number(_first(params, ("max_tokens", "max_output_tokens", "max_new_tokens")))
-    if max_tokens is not None:
-        attrs[A.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-    if params:
-        value = _number(params.get("top_p"))
-        if value is not None:
-            attrs[A.GEN_AI_REQUEST_TOP_P] = value
-        value = _number(params.get("top_k"))
-        if value is not None:
-            attrs[A.GEN_AI_REQUEST_TOP_K] = value
-        value = _number(params.get("seed"))
-        if value is not None:
-            attrs[A.GEN_AI_REQUEST_SEED] = value
-        value = _number(params.get("frequency_penalty"))
-        if value is not None:
-            attrs[A.GEN_AI_REQUEST_FREQUENCY_PENALTY] = value
-        value = _number(params.get("presence_penalty"))
-        if value is not None:
-            attrs[A.GEN_AI_REQUEST_PRESENCE_PENALTY] = value
-    stop = meta.get("ls_stop") or params.get("stop") or params.get("stop_sequences")
-    if stop:
-        if isinstance(stop, str):
-            stop = [stop]
-        if isinstance(stop, (list, tuple)):
-            attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(str(s) for s in stop)
-    return model
-
-
 def conversation_id(metadata: Mapping[str, Any] | None) -> str | None:
     """``gen_ai.conversation.id`` from metadata (see the module docstring for the order)."""
     if not metadata:
@@ -265,142 +188,6 @@ def user_tags(tags: Sequence[str] | None) -> tuple[str, ...] | None:
         return None if tag.startswith(_NOISE_TAG_PREFIXES) else (tag,)
     kept = tuple(t for t in map(str, tags) if not t.startswith(_NOISE_TAG_PREFIXES))
     return kept or None
-
-
-# --- responses ----------------------------------------------------------------------------
-
-
-def _get(mapping: Any, *keys: str) -> Any:
-    # ``type is dict`` first: the ABC isinstance check costs more than the lookups.
-    if type(mapping) is not dict and not isinstance(mapping, Mapping):
-        return None
-    for key in keys:
-        value = mapping.get(key)
-        if value is not None:
-            return value
-    return None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value == value and abs(value) != float("inf"):
-        return int(value)
-    return None
-
-
-def _usage_from_mapping(usage: Mapping[str, Any], attrs: dict[str, Any]) -> bool:
-    if "input_tokens" in usage and "output_tokens" in usage:
-        return _standard_usage(usage, attrs)
-    input_tokens = _int(
-        _get(usage, "input_tokens", "prompt_tokens", "prompt_token_count", "promptTokenCount")
-    )
-    output_tokens = _int(
-        _get(
-            usage,
-            "output_tokens",
-            "completion_tokens",
-            "candidates_token_count",
-            "candidatesTokenCount",
-        )
-    )
-    total = _int(_get(usage, "total_tokens", "total_token_count", "totalTokenCount"))
-    cache_read = _int(
-        _get(_get(usage, "input_token_details") or {}, "cache_read")
-        if "input_token_details" in usage
-        else _get(usage, "cached_content_token_count", "cachedContentTokenCount")
-    )
-    reasoning = _int(
-        _get(_get(usage, "output_token_details") or {}, "reasoning")
-        if "output_token_details" in usage
-        else _get(usage, "thoughts_token_count", "thoughtsTokenCount", "reasoning_tokens")
-    )
-    if cache_read is None:
-        cache_read = _int(_get(_get(usage, "prompt_tokens_details") or {}, "cached_tokens"))
-    if reasoning is None:
-        reasoning = _int(_get(_get(usage, "completion_tokens_details") or {}, "reasoning_tokens"))
-    found = False
-    for key, value in (
-        (A.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
-        (A.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
-        (A.USAGE_TOTAL_TOKENS, total),
-        (A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read),
-        (A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning),
-    ):
-        if value is not None:
-            attrs[key] = value
-            found = True
-    return found
-
-
-def _standard_usage(usage: Mapping[str, Any], attrs: dict[str, Any]) -> bool:
-    """LangChain's ``UsageMetadata`` shape (the common case): direct lookups only."""
-    value = _int(usage["input_tokens"])
-    if value is not None:
-        attrs[A.GEN_AI_USAGE_INPUT_TOKENS] = value
-    value = _int(usage["output_tokens"])
-    if value is not None:
-        attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] = value
-    value = _int(usage.get("total_tokens"))
-    if value is not None:
-        attrs[A.USAGE_TOTAL_TOKENS] = value
-    details = usage.get("input_token_details")
-    if details:
-        value = _int(details.get("cache_read"))
-        if value is not None:
-            attrs[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = value
-    details = usage.get("output_token_details")
-    if details:
-        value = _int(details.get("reasoning"))
-        if value is not None:
-            attrs[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = value
-    return True
-
-
-def response_attributes(
-    response: Any, attrs: dict[str, Any], reasons_out: list[str | None] | None = None
-) -> list[Any]:
-    """Add response model, finish reasons and usage of an ``LLMResult`` to ``attrs``.
-
-    Returns the generations of the first prompt (for output messages); ``reasons_out``, when
-    given, receives each generation's finish reason (or None), so they are read once.
-    """
-    all_generations = getattr(response, "generations", None) or []
-    generations = all_generations[0] if all_generations else []
-    llm_output = getattr(response, "llm_output", None) or {}
-    first = generations[0] if generations else None
-    message = getattr(first, "message", None) if first is not None else None
-    info = getattr(first, "generation_info", None) if first is not None else None
-
-    meta = getattr(message, "response_metadata", None) if message is not None else None
-    model = (
-        _get(meta, "model_name", "model", "model_version")
-        or _get(info, "model_name", "model")
-        or _get(llm_output, "model_name", "model", "model_id")
-    )
-    if model is not None:
-        attrs[A.GEN_AI_RESPONSE_MODEL] = str(model)
-    response_id = _get(meta, "id", "response_id") or _get(llm_output, "id")
-    if isinstance(response_id, str):
-        attrs[A.GEN_AI_RESPONSE_ID] = response_id
-
-    each = [generation_finish_reason(g) for g in generations]
-    if reasons_out is not None:
-        reasons_out.extend(each)
-    reasons = [r for r in each if r is not None]
-    if reasons:
-        attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(reasons)
-
-    usage = getattr(message, "usage_metadata", None) if message is not None else None
-    if not (usage and _usage_from_mapping(usage, attrs)):
-        usage = _get(info, "usage_metadata")
-        if not (usage and _usage_from_mapping(usage, attrs)):
-            usage = _get(llm_output, "token_usage", "usage", "usage_metadata")
-            if usage:
-                _usage_from_mapping(usage, attrs)
-    return generations
 
 
 def tool_attributes(name: str, serialized: Mapping[str, Any] | None, call_id: Any,

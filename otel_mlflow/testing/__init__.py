@@ -5,9 +5,10 @@ from __future__ import annotations
 from otel_mlflow.testing.gemini_emulator import (
     FunctionCall,
     GeminiEmulator,
+    Grounding,
     ReceivedRequest,
     Reply,
     Usage,
 )
 
-__all__ = ["FunctionCall", "GeminiEmulator", "ReceivedRequest", "Reply", "Usage"]
+__all__ = ["FunctionCall", "GeminiEmulator", "Grounding", "ReceivedRequest", "Reply", "Usage"]

@@ -173,3 +173,16 @@ def test_exporter_shutdown_timeout_argument_beats_env_beats_default(
     explicit = make_exporter(shutdown_timeout_seconds=2.5)
     assert explicit.shutdown_timeout_seconds == 2.5
     assert explicit.delivery._shutdown_timeout == 2.5
+
+
+def test_env_defaults_fill_only_unset_names_and_restore_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "99")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    import os
+
+    with settings.env_defaults({"MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}):
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"  # the user's value stays
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"

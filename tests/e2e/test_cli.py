@@ -83,10 +83,13 @@ def children_names(span: dict[str, Any]) -> list[str]:
     return [child["name"] for child in span.get("children", [])]
 
 
-# The vertexai demo runs exactly as the README says (embedded default store, default
-# experiment); the fake-model demo also exercises --tracking-uri and --experiment.
+# The genai demo runs exactly as the README says (embedded default store, default experiment;
+# auto picks ChatGoogleGenerativeAI, installed here); the others also exercise --model,
+# --tracking-uri and --experiment.
 DEMO_ARGS: dict[str, tuple[list[str], str, str]] = {
-    "vertexai": (["demo"], "mlflow.db", _demo.DEFAULT_EXPERIMENT),
+    "genai": (["demo"], "mlflow.db", _demo.DEFAULT_EXPERIMENT),
+    "vertexai": (["demo", "--model", "vertexai", "--experiment", "vx-demo"], "mlflow.db",
+                 "vx-demo"),
     "fake": (["demo", "--model", "fake", "--tracking-uri", "sqlite:///{cwd}/elsewhere.db",
               "--experiment", "my-demo"], "elsewhere.db", "my-demo"),
 }
@@ -116,7 +119,10 @@ def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
     return results
 
 
-MODEL_KINDS = pytest.mark.parametrize("kind", ["vertexai", "fake"])
+MODEL_KINDS = pytest.mark.parametrize("kind", ["genai", "vertexai", "fake"])
+# What the failing step raises (and its span's error.type) with each client.
+EXPECTED_ERRORS = {"genai": "GoogleAPIError", "vertexai": "InternalServerError",
+                   "fake": "RuntimeError"}
 
 
 @MODEL_KINDS
@@ -171,6 +177,10 @@ def test_demo_streamed_run_has_ttft_and_readable_japanese(demo_runs: dict[str, A
         item["run"].info.run_id, "llm_calls.json", str(demo_runs[kind]["cwd"] / "raw"))
     ).read_text(encoding="utf-8")
     assert _demo.TOPIC_JA in raw  # stored as Japanese, not \\u escapes
+    if kind == "genai":  # thought summaries asked for: in their own column, not the answer
+        assert rows[0]["reasoning"] == _demo.THOUGHTS_TOPIC_JA
+        assert _demo.THOUGHTS_TOPIC_JA not in rows[0]["output"]
+        assert item["run"].data.tags["otel_mlflow.providers"] == "gcp.vertex_ai"
 
 
 @MODEL_KINDS
@@ -204,7 +214,7 @@ def test_demo_failing_call_is_recorded_as_error(demo_runs: dict[str, Any], kind:
     assert run.data.metrics["llm.calls"] == 1
     root = root_of(item["tree"])
     assert root["name"] == f"chat {_demo.MODEL_NAME}"
-    expected_error = "InternalServerError" if kind == "vertexai" else "RuntimeError"
+    expected_error = EXPECTED_ERRORS[kind]
     assert root["attributes"][attrs.ERROR_TYPE] == expected_error
     rows = table_rows(item["table"])
     assert expected_error in rows[0]["error"]
@@ -221,14 +231,17 @@ def test_demo_prints_runs_and_ui_command(demo_runs: dict[str, Any], kind: str) -
         assert run.info.run_id in stdout
         assert run.info.run_name in stdout
     assert "[ERROR]" in stdout and "[OK]" in stdout
-    assert "llm_calls.json" in stdout and "span_tree.json" in stdout
-    if kind == "vertexai":
+    assert "llm_calls.json" in stdout and "span_tree.json" in stdout and "span_tree.html" in stdout
+    if kind == "genai":
         assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in stdout
+        assert ("ChatGoogleGenerativeAI(gemini-2.5-flash, vertexai=True) -> local Gemini "
+                "emulator") in stdout
+    elif kind == "vertexai":
         assert "ChatVertexAI(gemini-2.5-flash) -> local Gemini emulator" in stdout
     else:
         assert "fake chat model" in stdout
     assert "step failing_call: raised" in stdout
-    expected_error = "InternalServerError" if kind == "vertexai" else "RuntimeError"
+    expected_error = EXPECTED_ERRORS[kind]
     assert f"error:     {expected_error}" in stdout
 
 
@@ -242,7 +255,7 @@ def test_demo_honours_tracking_uri_and_experiment(demo_runs: dict[str, Any]) -> 
 
 
 def test_demo_links_each_run_to_its_trace_in_the_traces_view(demo_runs: dict[str, Any]) -> None:
-    result = demo_runs["vertexai"]
+    result = demo_runs["genai"]
     client = result["client"]
     for item in result["by_step"].values():
         run = item["run"]

@@ -28,7 +28,8 @@ def run_example(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "OTEL_TRACES_EXPORTER",
                 "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                "GOOGLE_CLOUD_PROJECT", "OTEL_MLFLOW_SPOOL_DIR"):
+                "GOOGLE_CLOUD_PROJECT", "GOOGLE_API_KEY", "GEMINI_API_KEY",
+                "GOOGLE_GENAI_USE_VERTEXAI", "OTEL_MLFLOW_SPOOL_DIR"):
         env.pop(var, None)
     env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
     proc = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=cwd, env=env,
@@ -90,6 +91,26 @@ def test_gemini_vertexai(tmp_path: Path) -> None:
     assert "大規模言語モデル" in japanese[0]["input"]
 
 
+def test_gemini_genai(tmp_path: Path) -> None:
+    proc = run_example("gemini_genai.py", tmp_path)
+    assert "local Gemini emulator" in proc.stdout
+    client, runs = runs_of(tmp_path, "gemini-genai-example")
+    assert len(runs) == 3
+    by_name = {r.info.run_name: r for r in runs}
+    image_run = by_name["chat gemini-2.5-flash"]
+    streamed = [r for r in runs if "llm.ttft_ms" in r.data.metrics]
+    assert len(streamed) == 1
+    for run in runs:
+        assert run.data.tags["otel_mlflow.status"] == "OK"
+        assert run.data.tags["otel_mlflow.providers"] == "gcp.vertex_ai"
+    invoked = [r for r in runs if r is not image_run and r not in streamed]
+    (row,) = rows(artifact(client, invoked[0].info.run_id, "llm_calls.json", tmp_path / "i"))
+    assert row["output"].startswith("OpenTelemetry is an open standard")
+    assert row["reasoning"] == "One sentence, plain words."
+    (row,) = rows(artifact(client, image_run.info.run_id, "llm_calls.json", tmp_path / "m"))
+    assert row["input"] == "Describe this image in five words.\n[image/png, 68 B]"
+
+
 def test_agent_with_tools(tmp_path: Path) -> None:
     proc = run_example("agent_with_tools.py", tmp_path)
     assert "69.8" in proc.stdout
@@ -146,12 +167,36 @@ def test_seed_start_run(tmp_path: Path) -> None:
     assert set(trees) == trace_ids
     linked = client.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id)
     assert len(linked) == 2
+    # The runs table shows the run's totals, not the last trace's step (issue 13).
+    assert run.data.metrics["run.traces"] == 2 and run.data.metrics["run.llm.calls"] == 2
+    assert run.data.metrics["run.tokens.total"] == sum(r["total_tokens"] for r in table)
+    page = Path(client.download_artifacts(run.info.run_id, "span_tree.html", str(tmp_path / "p")))
+    assert page.read_text("utf-8").count('<section class="trace"') == 2
+
+
+def test_ab_versions(tmp_path: Path) -> None:
+    proc = run_example("ab_versions.py", tmp_path)
+    client, runs = runs_of(tmp_path, "ab-versions-example")
+    assert len(runs) == 6
+    variants = [run.data.tags["langchain.metadata.variant"] for run in runs]
+    assert sorted(set(variants)) == ["A", "B"]
+    # the same user always gets the same version; every run streamed (TTFT)
+    assert all("llm.ttft_ms" in run.data.metrics for run in runs)
+    temperatures = {run.data.tags["langchain.metadata.variant"]: run.data.params["temperature"]
+                    for run in runs}
+    assert temperatures == {"A": "0.2", "B": "0.7"}
+    # the compare table the script prints: one row per variant, with its run count
+    table = proc.stdout[proc.stdout.index("experiment 'ab-versions-example': 6 run(s)"):]
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[4:6]}
+    assert set(rows) == {"A", "B"}
+    assert {name: int(cells[1]) for name, cells in rows.items()} == \
+        {name: variants.count(name) for name in ("A", "B")}
 
 
 # --- the README and docs stay true to the code ------------------------------------------------
 
 ROOT = EXAMPLES.parent
-DEMO_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[vertexai]" '
+DEMO_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[genai]" '
                 "&& otel-mlflow demo")
 TEST_COMMAND = ('python -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" '
                 "&& python -m pytest")

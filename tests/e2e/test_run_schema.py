@@ -209,7 +209,8 @@ def _record(trace_hex: str) -> R.TraceRecord:
         trace_id=trace_hex, run_name="replayed", target_run_id=None, experiment_id=None,
         tags={R.TAG_TRACE_ID: trace_hex, R.TAG_STATUS: "OK"}, params={"model": "m"},
         metrics={R.M_LLM_CALLS: 1.0}, table=R.Table(rows=((trace_hex, "ab" * 8, "chat m", "m",
-                                                            "q", "a", None, 1.0, None, 1, 1, 2,
+                                                            "q", "a", None, None, 1.0, None, 1, 1,
+                                                            2,
                                                             "stop"),)),
         tree={"trace_id": trace_hex, "spans": []}, otlp=b"", start_time_ms=1_700_000_000_000,
         end_time_ms=1_700_000_000_500, status="OK",
@@ -239,6 +240,6 @@ def test_retries_and_replays_never_duplicate_and_complete_half_written_runs(
     assert completed.info.status == "FINISHED" and completed.data.metrics[R.M_LLM_CALLS] == 1
     assert completed.data.tags[R.TAG_STATUS] == "OK"
     assert {a.path for a in client.list_artifacts(completed.info.run_id)} == {
-        "llm_calls.json", "span_tree.json"}
+        "llm_calls.json", "span_tree.json", "span_tree.html"}
     history = client.get_metric_history(by_trace[first.trace_id].info.run_id, R.M_LLM_CALLS)
     assert len(history) == 1  # the retried metric point was not logged twice

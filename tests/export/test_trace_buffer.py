@@ -181,3 +181,36 @@ def test_forget_all_drops_traces_and_remembers_them_as_written() -> None:
     buf.take(None)
     buf.forget_all()
     assert len(buf) == 0 and buf.held() == 0 and buf.is_done(1) and buf.is_done(2)
+
+
+# The receiver (remote_parent_is_root=False): spans of every process of a trace arrive there.
+RECEIVER_COMPLETION = [
+    ("remote parent waits for its parent", ["remote"], GRACE, None),
+    ("remote parent: parent wait over", ["remote"], PARENT_WAIT, False),
+    ("remote parent, then the parentless root: grace only", ["remote", "root"], GRACE, False),
+    ("parentless root first, the other process later", ["root", "remote"], GRACE, False),
+    ("children only: open", ["child", "child"], PARENT_WAIT, None),
+    ("LangChain root rule unchanged", ["lc_root"], PARENT_WAIT, False),
+]
+
+
+@pytest.mark.parametrize(("situation", "kinds", "take_at", "expected"), RECEIVER_COMPLETION,
+                         ids=[row[0] for row in RECEIVER_COMPLETION])
+def test_receiver_completion_rules(situation: str, kinds: list[str], take_at: float,
+                                   expected: bool | None) -> None:
+    buf = buffer(remote_parent_is_root=False)
+    spans = [span(1, kind, span_id=i + 2) for i, kind in enumerate(kinds)]
+    assert buf.add(spans, 0, now=0.0).index == len(spans)
+    taken = buf.take(take_at)
+    if expected is None:
+        assert taken == [] and len(buf) == 1
+    else:
+        assert [t.trace_id for t in taken] == [1] and taken[0].partial is expected
+
+
+def test_in_receiver_mode_the_last_remote_parent_span_restarts_the_wait() -> None:
+    buf = buffer(remote_parent_is_root=False)
+    buf.add([span(1, "remote", span_id=2)], 0, now=0.0)
+    buf.add([span(1, "remote", span_id=3)], 0, now=8.0)  # a second call to the worker
+    assert buf.take(PARENT_WAIT) == []
+    assert [t.trace_id for t in buf.take(8.0 + PARENT_WAIT)] == [1]

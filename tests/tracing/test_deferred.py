@@ -21,7 +21,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_mlflow._common import semconv as A
 from otel_mlflow._common import faults as _faults
-from otel_mlflow._tracing.fastpath.deferred import MAX_ITEMS, NOT_SAFE, Deferred, materialize, snapshot
+from otel_mlflow._tracing.fastpath.deferred import (
+    MAX_ITEMS, NOT_SAFE, Deferred, Pending, capture, materialize, put, snapshot,
+)
 from otel_mlflow._tracing.handler import OtelTracer
 from tests._support.fake_models import FakeChatModel
 
@@ -72,9 +74,37 @@ def test_a_failed_pair_leaves_its_marker_on_the_first_key() -> None:
 
     pair = Deferred(broken, "x")
     attrs: dict[str, Any] = {}
-    materialize(["in", pair, 0, "system", pair, 1, "out", Deferred(str.upper, "ok"), None], attrs)
+    materialize([("in", pair, 0), ("system", pair, 1), ("out", Deferred(str.upper, "ok"), None)],
+                attrs)
     assert set(attrs) == {"in", "out"} and attrs["out"] == "OK"
     assert '"error":"ValueError"' in attrs["in"].replace(" ", "")
+
+
+def test_capture_passes_exactly_the_arguments_it_is_given_now_and_deferred() -> None:
+    def seen(*args: Any) -> str:
+        return repr(args)
+
+    # None is an argument like any other (a root run's memo is None).
+    for lazy in (False, True):
+        got = [capture(lazy, seen, ["v"]), capture(lazy, seen, ["v"], None),
+               capture(lazy, seen, ["v"], None, {"m": 1})]
+        values = [g.get() if type(g) is Deferred else g for g in got]
+        assert values == ["(['v'],)", "(['v'], None)", "(['v'], None, {'m': 1})"]
+        assert all(type(g) is Deferred for g in got) is lazy
+
+
+def test_put_writes_plain_values_and_queues_deferred_ones_in_order() -> None:
+    attrs: dict[str, Any] = {}
+    pending: Pending = []
+    pair = Deferred(lambda v: (v, None), "msgs")
+    put(attrs, pending, "plain", "x")
+    put(attrs, pending, "none", None)
+    put(attrs, pending, "in", pair, 0)
+    put(attrs, pending, "system", pair, 1)
+    put(attrs, pending, "half", ("a", None), 1)
+    assert attrs == {"plain": "x"} and [key for key, _, _ in pending] == ["in", "system"]
+    materialize(pending, attrs)
+    assert attrs == {"plain": "x", "in": "msgs"}
 
 
 # --- with the tracer -----------------------------------------------------------------------------

@@ -233,3 +233,56 @@ def test_completion_model_is_a_real_vertexai_llm(gemini_emulator: GeminiEmulator
     (request,) = gemini_emulator.requests
     assert request.api_method == "generateContent"
     assert request.generation_config["temperature"] == pytest.approx(0.1)
+
+
+# --- google-genai's routes (raw HTTP: the wire format the SDK parses) ---------------------------
+GEMINI_API_PATH = "/v1beta/models/gemini-2.5-flash"
+_BODY = {"contents": [{"role": "user", "parts": [{"text": "hi there"}]}],
+         "generationConfig": {"thinkingConfig": {"includeThoughts": True}}}
+
+
+def test_gemini_api_requires_an_api_key(gemini_emulator: GeminiEmulator) -> None:
+    url = gemini_emulator.url + GEMINI_API_PATH + ":generateContent"
+    refused = requests.post(url, json=_BODY, timeout=10)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["status"] == "PERMISSION_DENIED"
+    gemini_emulator.queue_text("hello", thoughts="thinking...")
+    answered = requests.post(url, json=_BODY, headers={"x-goog-api-key": "k"}, timeout=10)
+    assert answered.status_code == 200
+    parts = answered.json()["candidates"][0]["content"]["parts"]
+    assert parts == [{"text": "thinking...", "thought": True}, {"text": "hello"}]
+    assert [r.backend for r in gemini_emulator.requests] == ["gemini_api", "gemini_api"]
+    assert gemini_emulator.requests[-1].api_key == "k"
+
+
+def test_sse_stream_and_a_stream_broken_midway(gemini_emulator: GeminiEmulator) -> None:
+    url = (gemini_emulator.url + MODEL_PATH + "/gemini-2.5-flash:streamGenerateContent?alt=sse")
+    gemini_emulator.queue_text("abcdef", stream_chunks=3, usage=Usage(prompt=2, candidates=3))
+    response = requests.post(url, json=_BODY, timeout=10)
+    assert response.headers["content-type"] == "text/event-stream"
+    events = [json.loads(line[len("data: "):]) for line in response.text.splitlines()
+              if line.startswith("data: ")]
+    assert ["".join(p["text"] for p in e["candidates"][0]["content"]["parts"]) for e in events] \
+        == ["ab", "cd", "ef"]
+    assert events[-1]["usageMetadata"]["candidatesTokenCount"] == 3
+    assert "finishReason" not in events[0]["candidates"][0]
+
+    gemini_emulator.queue_text("abcdef", stream_chunks=3, break_after_chunks=1)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.post(url, json=_BODY, timeout=10).content  # noqa: B018 - reads the body
+
+
+def test_blocked_prompt_and_grounding_bodies(gemini_emulator: GeminiEmulator) -> None:
+    from otel_mlflow.testing import Grounding
+
+    url = gemini_emulator.url + MODEL_PATH + "/gemini-2.5-flash:generateContent"
+    gemini_emulator.queue(Reply(block_reason="SAFETY",
+                                safety_ratings={"HARM_CATEGORY_HARASSMENT": "HIGH"}))
+    blocked = requests.post(url, json=_BODY, timeout=10).json()
+    assert "candidates" not in blocked
+    assert blocked["promptFeedback"]["blockReason"] == "SAFETY"
+    gemini_emulator.queue(Reply(text="ok", grounding=Grounding(("q",), (("https://a", "A"),))))
+    grounded = requests.post(url, json=_BODY, timeout=10).json()["candidates"][0]
+    assert grounded["groundingMetadata"]["webSearchQueries"] == ["q"]
+    assert grounded["groundingMetadata"]["groundingChunks"] == [
+        {"web": {"uri": "https://a", "title": "A"}}]

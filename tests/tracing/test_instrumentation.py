@@ -210,8 +210,9 @@ def test_instrument_uninstrument_instrument_traces_again_with_the_wrappers(
     chain().invoke({"topic": "invoke"})
     assert len(pipeline.chat_spans()) == 2
     from otel_mlflow._tracing import model_context
+    from otel_mlflow._tracing import model_spans
 
-    assert any(ref() is tracer for ref in model_context._sources)
+    assert any(ref() is tracer for ref in model_spans._sources)
 
 
 def test_a_method_re_patched_by_someone_else_is_left_to_them(

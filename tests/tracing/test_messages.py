@@ -78,13 +78,28 @@ def test_content_blocks_table() -> None:
         ([{"type": "text", "text": "a"}, "b"],
          [{"type": "text", "content": "a"}, {"type": "text", "content": "b"}]),
         ([{"type": "image_url", "image_url": {"url": "https://x/y.png"}}],
-         [{"type": "uri", "uri": "https://x/y.png"}]),
+         [{"type": "uri", "modality": "image", "uri": "https://x/y.png"}]),
+        # Inline media: the size in bytes, never the data (QUJD is 3 bytes, QUI= 2).
         ([{"type": "image_url", "image_url": "data:image/png;base64,QUJD"}],
-         [{"type": "blob", "mime_type": "image/png", "content": "QUJD"}]),
+         [{"type": "blob", "modality": "image", "mime_type": "image/png", "size": 3}]),
         ([{"type": "image", "base64": "QUJD", "mime_type": "image/jpeg"}],
-         [{"type": "blob", "modality": "image", "mime_type": "image/jpeg", "content": "QUJD"}]),
+         [{"type": "blob", "modality": "image", "mime_type": "image/jpeg", "size": 3}]),
         ([{"type": "image", "url": "https://x"}],
-         [{"type": "uri", "uri": "https://x", "modality": "image"}]),
+         [{"type": "uri", "modality": "image", "uri": "https://x"}]),
+        ([{"type": "audio", "source_type": "base64", "data": "QUI=", "mime_type": "audio/wav"}],
+         [{"type": "blob", "modality": "audio", "mime_type": "audio/wav", "size": 2}]),
+        ([{"type": "file", "base64": "QUJDQUJD", "mime_type": "application/pdf"}],
+         [{"type": "blob", "modality": "file", "mime_type": "application/pdf", "size": 6}]),
+        ([{"type": "file", "file_id": "files/abc", "mime_type": "application/pdf"}],
+         [{"type": "file", "modality": "file", "mime_type": "application/pdf",
+           "file_id": "files/abc"}]),
+        ([{"type": "media", "file_uri": "gs://b/clip.mp4", "mime_type": "video/mp4"}],
+         [{"type": "uri", "modality": "video", "mime_type": "video/mp4",
+           "uri": "gs://b/clip.mp4"}]),
+        ([{"type": "media", "data": b"\x00" * 10, "mime_type": "image/webp"}],
+         [{"type": "blob", "modality": "image", "mime_type": "image/webp", "size": 10}]),
+        ([{"type": "thinking", "thinking": "first, ...", "signature": "c2ln"}],
+         [{"type": "reasoning", "content": "first, ..."}]),
         ([{"type": "reasoning", "reasoning": "hmm"}], [{"type": "reasoning", "content": "hmm"}]),
         ([{"type": "custom", "z": 1}], [{"type": "custom", "z": 1}]),
         ([7], [{"type": "text", "content": "7"}]),
@@ -210,3 +225,13 @@ def test_content_of_a_real_prompt_value_and_reply_matches_general_path() -> None
     assert content.value(prompt_value, memo) == ser.dumps(MSG.to_content(prompt_value))
     assert content.outputs(generations, None, memo) == ser.dumps(MSG.output_messages(generations))
     assert "あなたは助手です。" in content.value(prompt_value, memo)
+
+
+def test_a_streamed_model_reply_reads_as_one_text() -> None:
+    # What langchain-google-genai's stream merges into with include_thoughts=True.
+    merged = AIMessage(content=[{"type": "thinking", "thinking": "hmm", "index": 0},
+                                {"type": "text", "text": "abc ", "index": 1}, "def ghi"])
+    assert MSG.message_parts(merged) == [{"type": "reasoning", "content": "hmm"},
+                                         {"type": "text", "content": "abc def ghi"}]
+    # A user's separate text blocks stay separate.
+    assert len(MSG.message_parts(HumanMessage(content=["a", "b"]))) == 2

@@ -29,6 +29,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 from otel_mlflow._common import semconv as attrs
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._tracing import model_context as _model_context
+from otel_mlflow._tracing import model_spans as _model_spans
 from otel_mlflow._tracing.handler import OtelTracer
 from otel_mlflow.testing.gemini_emulator import GeminiEmulator
 
@@ -293,7 +294,7 @@ def test_tracer_installs_the_wrappers_once(pipeline: Pipeline) -> None:
     from langchain_core.language_models.chat_models import BaseChatModel
 
     assert _model_context.installed()
-    assert any(ref() is pipeline.tracer for ref in _model_context._sources)
+    assert any(ref() is pipeline.tracer for ref in _model_spans._sources)
     wrapped = BaseChatModel.__dict__["_generate_with_cache"]
     OtelTracer(tracer_provider=pipeline.provider)
     assert BaseChatModel.__dict__["_generate_with_cache"] is wrapped
@@ -369,8 +370,8 @@ def test_collected_tracers_leave_the_registry(gemini_emulator: GeminiEmulator) -
 
     provider = TracerProvider()
     tracer = OtelTracer(tracer_provider=provider)
-    assert any(ref() is tracer for ref in _model_context._sources)
+    assert any(ref() is tracer for ref in _model_spans._sources)
     del tracer
     gc.collect()
     gemini_emulator.chat_model().invoke("after the tracer is gone")
-    assert all(ref() is not None for ref in _model_context._sources)
+    assert all(ref() is not None for ref in _model_spans._sources)

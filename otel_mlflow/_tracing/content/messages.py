@@ -6,8 +6,10 @@ The shapes follow the GenAI semantic conventions for ``gen_ai.input.messages``,
 - a message is ``{"role": ..., "parts": [...]}`` (output messages add ``"finish_reason"``);
 - parts: ``{"type": "text", "content": str}``,
   ``{"type": "tool_call", "id", "name", "arguments"}``,
-  ``{"type": "tool_call_response", "id", "response"}``, ``{"type": "uri", "uri"}``,
-  ``{"type": "blob", "mime_type", "content"}`` (inline data, capped later by the serializer);
+  ``{"type": "tool_call_response", "id", "response"}``, ``{"type": "reasoning", "content"}``
+  (thought summaries, e.g. Gemini's with ``include_thoughts=True``), and for images, audio,
+  video, PDFs and files ``{"type": "blob" | "uri" | "file", "modality", "mime_type", ...}``
+  with the size or URI but never the bytes (``otel_mlflow._tracing.content.media``);
 - system messages are not input messages: their parts become ``gen_ai.system_instructions``.
 
 Role priority: the message ``type`` (``human`` -> user, ``ai`` -> assistant, ``system``,
@@ -24,6 +26,8 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
+
+from otel_mlflow._tracing.content.media import MEDIA_KINDS, media_part
 
 Part = dict[str, Any]
 Message = dict[str, Any]
@@ -64,33 +68,13 @@ def _block_part(block: Any) -> Part:
     kind = block.get("type")
     if kind == "text" or (kind is None and "text" in block):
         return {"type": "text", "content": block.get("text", "")}
-    if kind == "image_url":
-        url = block.get("image_url")
-        if isinstance(url, dict):
-            url = url.get("url")
-        return _uri_or_blob(url)
-    if kind in ("image", "file", "audio", "video"):
-        if "url" in block:
-            return {"type": "uri", "uri": block["url"], "modality": kind}
-        data = block.get("base64") or block.get("data")
-        if data is not None:
-            return {
-                "type": "blob",
-                "modality": kind,
-                "mime_type": block.get("mime_type"),
-                "content": data,
-            }
+    if kind in MEDIA_KINDS:
+        part = media_part(kind, block)
+        if part is not None:
+            return part
     if kind in ("reasoning", "thinking"):
         return {"type": "reasoning", "content": block.get("reasoning") or block.get("thinking")}
     return block
-
-
-def _uri_or_blob(url: Any) -> Part:
-    if isinstance(url, str) and url.startswith("data:"):
-        head, _, data = url.partition(",")
-        mime = head[5:].split(";", 1)[0] or None
-        return {"type": "blob", "mime_type": mime, "content": data}
-    return {"type": "uri", "uri": url}
 
 
 def content_parts(content: Any) -> list[Part]:
@@ -115,7 +99,10 @@ def message_parts(message: Any) -> list[Part]:
                 "response": message.content,
             }
         ]
-    parts = content_parts(getattr(message, "content", None))
+    content = getattr(message, "content", None)
+    parts = content_parts(content)
+    if type(content) is list and len(parts) > 1 and mtype in _AI_TYPES:
+        parts = _joined_texts(parts)
     # Only AI messages carry tool calls; probing others would run pydantic's slow __getattr__.
     tool_calls = (
         getattr(message, "tool_calls", None)
@@ -133,6 +120,23 @@ def message_parts(message: Any) -> list[Part]:
                 }
             )
     return parts
+
+
+def _joined_texts(parts: list[Part]) -> list[Part]:
+    """Adjacent text parts of a model reply as one: a streamed reply merges into several.
+
+    (langchain-google-genai streams a first chunk of content blocks, then plain strings; merged,
+    the answer text would read as pieces.)
+    """
+    out: list[Part] = []
+    for part in parts:
+        if (out and part.get("type") == "text" and out[-1].get("type") == "text"
+                and isinstance(part.get("content"), str)
+                and isinstance(out[-1].get("content"), str)):
+            out[-1] = {"type": "text", "content": out[-1]["content"] + part["content"]}
+        else:
+            out.append(part)
+    return out
 
 
 def chat_input(messages: Sequence[Any]) -> tuple[list[Message], list[Part]]:

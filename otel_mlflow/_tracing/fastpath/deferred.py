@@ -81,32 +81,43 @@ def snapshot(value: Any, depth: int = 0) -> Any:
     return value if frozen else NOT_SAFE
 
 
+# How many positional arguments a deferred ``fn`` takes (``Deferred._args``): the value alone, the
+# value and one context argument (the per-trace memo), or the value and two (the finish reasons and
+# the memo). ``capture`` counts them from the arguments it is given; ``_COMPUTED`` marks a done one.
+VALUE_ONLY = 1
+VALUE_AND_ONE = 2
+VALUE_AND_TWO = 3
+_COMPUTED = -1
+# Stands for an argument not given (None is a real argument: a root run has no memo).
+_ABSENT: Any = object()
+
+
 class Deferred:
-    """``fn(*args)`` (at most three arguments), computed on first ``get`` and kept.
+    """``fn(*args)`` (the value and at most two more arguments), computed on first ``get``, kept.
 
     The arguments sit in fields rather than a tuple: a pending value lives until an exporter reads
     the span, and every extra container the garbage collector must traverse meanwhile costs the
     application thread.
     """
 
-    __slots__ = ("_fn", "_a", "_b", "_c", "_n", "_value")
+    __slots__ = ("_fn", "_a", "_b", "_c", "_args", "_value")
 
     def __init__(self, fn: Callable[..., Any], a: Any, b: Any = None, c: Any = None,
-                 n: int = 1) -> None:
+                 args: int = VALUE_ONLY) -> None:
         self._fn = fn
         self._a = a
         self._b = b
         self._c = c
-        self._n = n  # how many of a, b, c ``fn`` takes; -1 once computed
+        self._args = args  # how many of a, b, c ``fn`` takes; ``_COMPUTED`` once computed
         self._value: Any = None
 
     def get(self) -> Any:
-        n = self._n
-        if n >= 0:
+        args = self._args
+        if args != _COMPUTED:
             try:
-                if n == 1:
+                if args == VALUE_ONLY:
                     value = self._fn(self._a)
-                elif n == 2:
+                elif args == VALUE_AND_ONE:
                     value = self._fn(self._a, self._b)
                 else:
                     value = self._fn(self._a, self._b, self._c)
@@ -114,27 +125,39 @@ class Deferred:
                 report("tracer.deferred_content", exc)
                 value = encode({TRUNCATED_KEY: True, "error": type(exc).__name__})
             self._value = value
-            self._n = -1
+            self._args = _COMPUTED
             self._fn = self._a = self._b = self._c = None  # drop the app's objects
         return self._value
 
 
-# What a callback hands to a span, flat: attribute key, deferred value, index into a pair or
-# None; repeated (no tuple per entry: see ``Deferred``).
-Pending = list[Any]
+# One attribute a callback hands to a span unwritten: ``(key, deferred, index)``; ``index`` picks
+# item 0 or 1 of a deferred pair (one ``Deferred`` computing two attributes, e.g. the input
+# messages and the system instructions), None for a whole value. A plain tuple on purpose: built
+# by one bytecode, where a tuple subclass or a slotted class costs a constructor call per entry
+# (micro-benchmark: +60 ns per entry for the tuple over the flat list it replaced, +400 ns for a
+# slotted class or a tuple subclass; see docs/performance.md).
+PendingValue = tuple[str, Deferred, "int | None"]
+# What a callback hands to a span: its deferred attributes, in the order they were put.
+Pending = list[PendingValue]
 
 
-def capture(lazy: bool, fn: Callable[..., Any], value: Any, b: Any = None, c: Any = None,
-            n: int = 1) -> Any:
-    """``fn(value[, b[, c]])`` (``n`` arguments) now, or (``lazy``) a ``Deferred`` of it over a
-    snapshot of ``value``."""
+def capture(lazy: bool, fn: Callable[..., Any], value: Any, b: Any = _ABSENT,
+            c: Any = _ABSENT) -> Any:
+    """``fn(value[, b[, c]])`` now, or (``lazy``) a ``Deferred`` of it over a snapshot of
+    ``value`` (``b`` and ``c``, context such as the per-trace memo, are passed as they are)."""
+    if c is not _ABSENT:
+        args = VALUE_AND_TWO
+    elif b is not _ABSENT:
+        args = VALUE_AND_ONE
+    else:
+        args = VALUE_ONLY
     if lazy:
         copy = snapshot(value)
         if copy is not NOT_SAFE:
-            return Deferred(fn, copy, b, c, n)
-    if n == 1:
+            return Deferred(fn, copy, b, c, args)
+    if args == VALUE_ONLY:
         return fn(value)
-    return fn(value, b) if n == 2 else fn(value, b, c)
+    return fn(value, b) if args == VALUE_AND_ONE else fn(value, b, c)
 
 
 def _pick(value: Any, index: int | None) -> Any:
@@ -154,7 +177,7 @@ def put(attrs: dict[str, Any], pending: Pending, key: str, value: Any,
     A None value (for example no system instructions) writes no key.
     """
     if type(value) is Deferred:
-        pending += key, value, index
+        pending.append((key, value, index))
         return
     value = _pick(value, index)
     if value is not None:
@@ -162,8 +185,8 @@ def put(attrs: dict[str, Any], pending: Pending, key: str, value: Any,
 
 
 def materialize(pending: Pending, attrs: dict[str, Any]) -> None:
-    """Write each pending ``key, deferred, index`` into ``attrs`` (as ``put`` would, computed)."""
-    for at in range(0, len(pending) - 2, 3):
-        value = _pick(pending[at + 1].get(), pending[at + 2])
+    """Write each pending value into ``attrs`` (as ``put`` would, computed)."""
+    for key, deferred, index in pending:
+        value = _pick(deferred.get(), index)
         if value is not None:
-            attrs[pending[at]] = value
+            attrs[key] = value
