@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests._support.mlflow_server import MlflowServer
+from tests._support.postgres import PostgresServer
 from tests._support.gemini import (  # noqa: F401
     gemini_emulator,
     genai_emulator,
@@ -30,6 +31,28 @@ os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """One real ``mlflow server`` (sqlite, --workers 1) shared by the whole session."""
     server = MlflowServer(root=Path(tmp_path_factory.mktemp("mlflow_server"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster (initdb in a temp dir, free port), started on first use."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_pg_server(
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServer]:
+    """``mlflow server`` on the PostgreSQL backend with ``--workers 2``, shared by the session."""
+    server = MlflowServer(
+        root=Path(tmp_path_factory.mktemp("mlflow_pg_server")),
+        backend_store_uri=postgres.uri,
+        workers=2,
+    ).start()
     yield server
     server.stop()
 

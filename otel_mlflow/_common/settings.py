@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -75,6 +76,10 @@ REDACT_KEYS = "OTEL_MLFLOW_REDACT_KEYS"  # comma-separated extra key regexes
 REDACT_PATTERNS = "OTEL_MLFLOW_REDACT_PATTERNS"  # comma-separated extra value regexes
 APP_VERSION = "OTEL_MLFLOW_APP_VERSION"  # tracer: overrides the computed chain version
 REGISTER_PROMPTS = "OTEL_MLFLOW_REGISTER_PROMPTS"  # writer: register unknown prompt templates
+# exporter: user price map overriding genai-prices, JSON text or the path of a JSON file
+PRICES = "OTEL_MLFLOW_PRICES"
+# log_feedback: how long feedback for a trace not yet in MLflow is held before it is dropped
+FEEDBACK_HOLD_SECONDS = "OTEL_MLFLOW_FEEDBACK_HOLD_SECONDS"
 # Tail sampling (exporter): share of OK traces written, decided per trace from its id.
 SAMPLE_RATIO = "OTEL_MLFLOW_SAMPLE_RATIO"
 KEEP_SLOWER_THAN_MS = "OTEL_MLFLOW_KEEP_SLOWER_THAN_MS"  # traces slower than this always written
@@ -181,6 +186,29 @@ def env_list(name: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def env_price_map(name: str = PRICES) -> dict[str, object] | None:
+    """The user price map from ``name``: JSON text (``{...}``) or the path of a JSON file.
+
+    None when unset; a value that cannot be read or parsed is logged and ignored (the table's
+    prices stay in force), never raised.
+    """
+    value = env_str(name)
+    if value is None:
+        return None
+    try:
+        if value.lstrip().startswith("{"):
+            text = value
+        else:
+            with open(os.path.expanduser(value), encoding="utf-8") as handle:
+                text = handle.read()
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (OSError, ValueError) as exc:
+        _logger.warning("otel_mlflow: %s is neither a JSON object nor a readable JSON file (%s); "
+                        "ignored", name, exc)
+        return None
 @contextlib.contextmanager
 def env_defaults(defaults: Mapping[str, str]) -> Iterator[None]:
     """Set the ``defaults`` that are unset, for the ``with`` block only (restored after).

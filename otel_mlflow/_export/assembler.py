@@ -28,7 +28,9 @@ from collections.abc import Callable
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._common.settings import RUN_MODE_ACTIVE
 from otel_mlflow._export.trace_buffer import Ready, TraceBuffer
-from otel_mlflow._record import TraceRecord, build_record, merge_batch
+from otel_mlflow._delivery import feedback as _feedback
+from otel_mlflow._record import TAG_LC_RUN_ID, TraceRecord, build_record, merge_batch
+from otel_mlflow._record.cost import PriceTable
 
 MAX_BATCH_TRACES = 500
 ASSEMBLER_SHARE = 4  # the assembler takes at most cap // 4 traces per pass
@@ -50,10 +52,12 @@ class Assembler:
         *,
         run_mode: str,
         encode: bool,
+        prices: PriceTable | None = None,
         sample_ratio: float | None = None,
         on_discard: Callable[[int], None] | None = None,
     ) -> None:
         self.buffer = buffer
+        self._prices = prices
         self._sample_ratio = sample_ratio
         self._on_discard = on_discard
         self.on_complete: list[OnComplete] = []
@@ -148,6 +152,7 @@ class Assembler:
                         partial=item.partial,
                         dropped_spans=item.dropped,
                         encode=self._encode,
+                        prices=self._prices,
                         sample_ratio=self._sample_ratio,
                     )
                 except Exception as exc:  # noqa: BLE001
@@ -155,6 +160,9 @@ class Assembler:
                     discarded.append(item.trace_id)
                     _faults.report("exporter.build_record", exc)
                     continue
+                # Where log_feedback finds this LangChain root run's trace in this process.
+                _feedback.note(record.tags.get(TAG_LC_RUN_ID), record.trace_id,
+                               record.target_run_id)
                 counts["traces"] += 1
                 counts["partial"] += int(item.partial)
                 counts["dropped_spans"] += item.dropped

@@ -90,6 +90,8 @@ Configuration (constructor argument > environment variable > default, resolved o
 - ``workers``: ``OTEL_MLFLOW_WORKERS``, default 4 writer threads.
 - ``register_prompts``: ``OTEL_MLFLOW_REGISTER_PROMPTS``, default off (prompt templates not in
   MLflow's Prompt Registry are registered; ``otel_mlflow._sink.prompts``).
+- ``prices``: ``OTEL_MLFLOW_PRICES`` (JSON text or a JSON file path), per-model prices that
+  override genai-prices' table (``otel_mlflow._record.cost``, resolved in ``prices``).
 - ``spool_dir``, ``spool_max_bytes``, ``shutdown_timeout_seconds``,
   ``retry_max_seconds``: ``OTEL_MLFLOW_SPOOL_DIR`` etc., passed to ``Delivery`` / ``Spool``.
 
@@ -102,7 +104,8 @@ within min(the caller's timeout -- the SDK passes what is left of its 30 s --,
 Who does what: this module is the thin ``SpanExporter`` (check shutdown, hand the spans to the
 buffer, return SUCCESS/FAILURE, never raise); ``trace_buffer`` holds the completion rules (pure);
 ``assembler`` converts complete traces and hands them to ``Delivery`` (and has the
-``on_complete`` hooks); ``providers`` the registry and ``flush()``; ``settings`` the resolution.
+``on_complete`` hooks); ``providers`` the registry and ``flush()``; ``settings`` the resolution;
+``prices`` the price table.
 """
 
 from __future__ import annotations
@@ -110,7 +113,8 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -118,6 +122,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._export import providers as _providers
 from otel_mlflow._export.assembler import Assembler
+from otel_mlflow._export.prices import resolve_price_table
 from otel_mlflow._export.settings import ExporterSettings
 from otel_mlflow._export.trace_buffer import Ready, Relief, TraceBuffer
 from otel_mlflow._record.sampling import keep_trace
@@ -158,6 +163,7 @@ class MlflowSpanExporter(SpanExporter):
         parent_wait_seconds: float | None = None,
         write: Callable[..., None] | None = None,
         register_prompts: bool | None = None,
+        prices: Mapping[str, Any] | None = None,
         sample_ratio: float | None = None,
         keep_slower_than_ms: float | None = None,
         on_discard: Callable[[int], None] | None = None,
@@ -166,6 +172,7 @@ class MlflowSpanExporter(SpanExporter):
         """Resolve every setting once; cheap (no network: MLflow is reached from the workers).
 
         ``write`` replaces ``MlflowWriter.write`` as the sink (another store, tests).
+        ``prices`` overrides genai-prices' table per model (``otel_mlflow._export.prices``).
         ``on_discard(trace_id)`` is called for a complete trace that will never reach the sink
         (sampled out, skipped by ``run_mode=active``, failed to convert).
         ``remote_parent_is_root=False`` (the OTLP receiver) makes a span with a remote parent
@@ -195,6 +202,7 @@ class MlflowSpanExporter(SpanExporter):
         self.max_buffered_traces = s.max_buffered_traces
         self.max_spans_per_trace = s.max_spans_per_trace
         self.shutdown_timeout_seconds = s.shutdown_timeout_seconds
+        self.prices = resolve_price_table(prices)
         self.sample_ratio = s.sample_ratio
         self.keep_slower_than_ms = s.keep_slower_than_ms
         self.remote_parent_is_root = bool(remote_parent_is_root)
@@ -229,6 +237,7 @@ class MlflowSpanExporter(SpanExporter):
         )
         self._assembler = Assembler(
             buffer, self.delivery.submit, run_mode=s.run_mode, encode=s.link_traces,
+            prices=self.prices,
             sample_ratio=s.sample_ratio, on_discard=on_discard,
         )
         if s.sample_ratio < 1.0:

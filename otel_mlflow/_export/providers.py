@@ -119,7 +119,8 @@ def flush_providers(providers: Sequence[Any], deadline: float) -> bool:
 
 def flush(timeout_seconds: float = 30.0) -> bool:
     """Drain everything to MLflow: the span processors of the global SDK provider and of every
-    provider ``configure()`` built or extended, then every live exporter.
+    provider ``configure()`` built or extended, then every live exporter, then the feedback
+    held for the traces this process wrote (``log_feedback``).
 
     True when every exporter wrote (or spooled nothing) within the time; never raises.
     """
@@ -131,4 +132,7 @@ def flush(timeout_seconds: float = 30.0) -> bool:
         except Exception as exc:  # noqa: BLE001
             _faults.report("exporter.force_flush", exc)
             ok = False
-    return ok
+    # Then the feedback (log_feedback) held for the traces just written.
+    from otel_mlflow._delivery import feedback as _feedback
+
+    return _feedback.drain(max(0.0, deadline - time.monotonic())) and ok

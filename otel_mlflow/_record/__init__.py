@@ -12,7 +12,8 @@ names so callers need one import:
 - ``otel_mlflow._record.span_tree``: spans -> the nested ``span_tree.json`` nodes;
 - ``otel_mlflow._record.version``: the root's version identity -> version tags, ``prompt.<name>``
   params, ``prompts.json`` and the LoggedModel facts (``TraceRecord.chain``);
-- ``otel_mlflow._record.build``: ``build_record`` (tags, params, metrics) and ``encode_otlp``;
+- ``otel_mlflow._record.cost``: LLM token usage -> USD (genai-prices + user overrides);
+- ``otel_mlflow._record.build: ``build_record`` (tags, params, metrics) and ``encode_otlp``;
 - ``otel_mlflow._record.sampling``: ``keep_trace``, the tail-sampling decision.
 - ``otel_mlflow._record.run_totals``: the bounded running summary behind the ``run.*`` metrics;
 - ``otel_mlflow._record.span_tree_html``: span trees -> the ``span_tree.html`` waterfall page.
@@ -23,13 +24,17 @@ All of them are pure: no MLflow import, no I/O. The schema itself is documented 
 
 from __future__ import annotations
 
-from otel_mlflow._record.llm_table import messages_text, table_row
+from otel_mlflow._record.cost import Cost, PriceTable, normalize_prices
+from otel_mlflow._record.llm_table import messages_text, request_text, table_row
 from otel_mlflow._record.build import build_record, encode_otlp, tag_key
 from otel_mlflow._record.schema import (
     ARTIFACT_PROMPTS,
     ARTIFACT_TABLE,
     ARTIFACT_TREE,
     ARTIFACT_TREES_DIR,
+    M_COST,
+    M_COST_INPUT,
+    M_COST_OUTPUT,
     M_COST_USD,
     M_RUN_TRACES,
     M_RUN_LLM_CALLS,
@@ -45,6 +50,7 @@ from otel_mlflow._record.schema import (
     M_RUN_COST_USD,
     ARTIFACT_TREE_HTML,
     M_ERRORS,
+    M_FEEDBACK_PREFIX,
     M_LLM_CALLS,
     M_LLM_DURATION,
     M_LLM_DURATION_MAX,
@@ -72,6 +78,7 @@ from otel_mlflow._record.schema import (
     TAG_DROPPED_SPANS,
     TAG_ERROR_TYPE,
     TAG_LC_METADATA_PREFIX,
+    TAG_LC_RUN_ID,
     TAG_LC_TAGS,
     TAG_LOGGED_ARTIFACTS,
     TAG_MLFLOW_GIT_COMMIT,
@@ -87,6 +94,7 @@ from otel_mlflow._record.schema import (
     TAG_SESSION_ID,
     TAG_STATUS,
     TAG_TRACE_COUNT,
+    TAG_ROOT_SPAN_ID,
     TAG_TRACE_ID,
     TAG_USER_ID,
 )
@@ -104,14 +112,16 @@ from otel_mlflow._record.model import Table, TraceRecord, merge_batch
 
 __all__ = [
     "ARTIFACT_TABLE", "ARTIFACT_TREE", "ARTIFACT_TREES_DIR",
+    "M_COST", "M_COST_INPUT", "M_COST_OUTPUT", "M_FEEDBACK_PREFIX",
     "M_ERRORS", "M_LLM_CALLS", "M_LLM_DURATION", "M_LLM_DURATION_MAX", "M_LLM_TTFT",
     "M_RETRIEVER_CALLS", "M_SPANS", "M_TOKENS_CACHE_READ", "M_TOKENS_INPUT", "M_TOKENS_OUTPUT",
     "M_TOKENS_REASONING", "M_TOKENS_TOTAL", "M_TOOL_CALLS", "M_TRACE_DURATION",
     "PARAM_MAX_TOKENS", "PARAM_MODEL", "PARAM_TEMPERATURE", "PARAM_TOP_K", "PARAM_TOP_P",
     "STATUS_ERROR", "STATUS_OK", "TABLE_COLUMNS",
-    "TAG_DROPPED_SPANS", "TAG_ERROR_TYPE", "TAG_LC_METADATA_PREFIX", "TAG_LC_TAGS",
+    "Cost", "PriceTable", "normalize_prices", "request_text",
+    "TAG_DROPPED_SPANS", "TAG_ERROR_TYPE", "TAG_LC_METADATA_PREFIX", "TAG_LC_RUN_ID", "TAG_LC_TAGS",
     "TAG_LOGGED_ARTIFACTS", "TAG_MODELS", "TAG_PARTIAL", "TAG_PROVIDERS", "TAG_SAMPLE_RATIO",
-    "TAG_SERVICE_NAME",
+    "TAG_SERVICE_NAME", "TAG_ROOT_SPAN_ID",
     "TAG_STATUS", "TAG_TRACE_COUNT", "TAG_TRACE_ID",
     # version identity (_record/version.py)
     "ARTIFACT_PROMPTS", "PARAM_PROMPT_PREFIX", "TAG_APP_VERSION", "TAG_CHAIN_VERSION",

@@ -14,6 +14,10 @@ the value of the first LLM call (by start time) that set it.
 Metrics: sums and counts over the spans; ``tokens.total`` sums the provider-reported totals (a
 call that reported none counts input + output); ``llm.ttft_ms`` is the first streamed LLM call's.
 
+Cost (``otel_mlflow._record.cost``): ``cost.usd`` / ``cost.input_usd`` / ``cost.output_usd`` sum
+the priced LLM calls, only when at least one has a price; each row's ``cost_usd`` and each LLM
+span's ``mlflow.llm.cost`` in the Traces payload carry the same per-call figures.
+
 The table rows come from ``otel_mlflow._record.llm_table``, the tree from ``otel_mlflow._record.span_tree``.
 No I/O, no MLflow import.
 """
@@ -28,9 +32,13 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_mlflow._common import semconv as A
-from otel_mlflow._record.llm_table import model_of, table_row
+from otel_mlflow._record.cost import Cost, PriceTable, Priced, token_usage
+from otel_mlflow._record.llm_table import messages_text, model_of, request_text, table_row
 from otel_mlflow._record.schema import (
     ARTIFACT_TABLE,
+    M_COST,
+    M_COST_INPUT,
+    M_COST_OUTPUT,
     M_ERRORS,
     M_LLM_CALLS,
     M_LLM_DURATION,
@@ -55,6 +63,7 @@ from otel_mlflow._record.schema import (
     TAG_DROPPED_SPANS,
     TAG_ERROR_TYPE,
     TAG_LC_METADATA_PREFIX,
+    TAG_LC_RUN_ID,
     TAG_LC_TAGS,
     TAG_LOGGED_ARTIFACTS,
     TAG_MODELS,
@@ -63,6 +72,7 @@ from otel_mlflow._record.schema import (
     TAG_SAMPLE_RATIO,
     TAG_SERVICE_NAME,
     TAG_STATUS,
+    TAG_ROOT_SPAN_ID,
     TAG_TRACE_ID,
 )
 from otel_mlflow._record.sampling import format_ratio
@@ -78,12 +88,14 @@ from otel_mlflow._record.span_facts import (
     is_tool,
     load_json,
     num,
+    span_id_hex,
     start_ns,
     trace_id_hex,
 )
 from otel_mlflow._record.span_tree import build_tree
 from otel_mlflow._record.version import version_fields
 from otel_mlflow._record.model import Table, TraceRecord
+from otel_mlflow._record.traces_payload import add_costs
 
 # MLflow limits: tag values 8000 chars, params 6000; keep well below both.
 _MAX_TAG_CHARS = 5000
@@ -183,11 +195,60 @@ def _joined(values: Sequence[Any]) -> str:
     return ",".join(sorted({str(v) for v in values if v}))
 
 
-def encode_otlp(spans: Sequence[ReadableSpan]) -> bytes:
-    """The spans as a serialized OTLP ``ExportTraceServiceRequest``."""
+def encode_otlp(
+    spans: Sequence[ReadableSpan],
+    costs: Mapping[int, Priced | None] | None = None,
+    *,
+    root: ReadableSpan | None = None,
+    lc_run_id: str | None = None,
+) -> bytes:
+    """The spans as a serialized OTLP ``ExportTraceServiceRequest``; ``costs`` (LLM span id ->
+    its price or None) and ``lc_run_id`` become MLflow's cost attributes and trace tag
+    (``otel_mlflow._record.traces_payload.add_costs``)."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    return bytes(encode_spans(spans).SerializeToString())
+    request = encode_spans(spans)
+    if costs or lc_run_id:
+        add_costs(
+            request,
+            {
+                span_id.to_bytes(8, "big"): None if p is None else (
+                    p.cost.input_usd, p.cost.output_usd)
+                for span_id, p in (costs or {}).items()
+            },
+            root_span_id=root.context.span_id.to_bytes(8, "big") if root is not None else None,
+            lc_run_id=lc_run_id,
+        )
+    return bytes(request.SerializeToString())
+
+
+_default_prices: PriceTable | None = None
+
+
+def default_prices() -> PriceTable:
+    """genai-prices' table without overrides (records built without an exporter's table)."""
+    global _default_prices
+    if _default_prices is None:
+        _default_prices = PriceTable()
+    return _default_prices
+
+
+def _costs(llm_spans: Sequence[ReadableSpan], prices: PriceTable) -> dict[int, Priced | None]:
+    """LLM span id -> its price (None: no price), for the LLM spans that reported usage."""
+    return {
+        s.context.span_id: prices.cost_of_span(s)
+        for s in llm_spans
+        if token_usage(span_attrs(s)) is not None
+    }
+
+
+def _cost_metrics(costs: Mapping[int, Priced | None]) -> dict[str, float]:
+    priced = [p.cost for p in costs.values() if p is not None]
+    if not priced:
+        return {}
+    total = sum(priced, Cost(0.0, 0.0))
+    return {M_COST: total.total_usd, M_COST_INPUT: total.input_usd,
+            M_COST_OUTPUT: total.output_usd}
 
 
 def build_record(
@@ -196,6 +257,7 @@ def build_record(
     partial: bool = False,
     dropped_spans: int = 0,
     encode: bool = True,
+    prices: PriceTable | None = None,
     sample_ratio: float | None = None,
 ) -> TraceRecord:
     """Convert the finished spans of ONE trace (non-empty) into a ``TraceRecord``.
@@ -204,7 +266,8 @@ def build_record(
     tag, so counts can be scaled back.
 
     ``partial`` marks a trace written before its root ended (timeout, buffer overflow, shutdown).
-    ``encode=False`` skips the OTLP encoding (when the Traces-view link is off).
+    ``encode=False`` skips the OTLP encoding (when the Traces-view link is off). ``prices`` is
+    the exporter's price table (user overrides); default: genai-prices' alone.
     """
     if not spans:
         raise ValueError("build_record needs at least one span")
@@ -227,6 +290,7 @@ def build_record(
     resource_attrs = root.resource.attributes if root.resource is not None else {}
     tags: dict[str, str] = {
         TAG_TRACE_ID: trace_id,
+        TAG_ROOT_SPAN_ID: span_id_hex(root.context.span_id),
         TAG_STATUS: status,
         TAG_LOGGED_ARTIFACTS: json.dumps([{"path": ARTIFACT_TABLE, "type": "table"}]),
     }
@@ -254,6 +318,22 @@ def build_record(
         tags[TAG_DROPPED_SPANS] = str(dropped_spans)
     if sample_ratio is not None:
         tags[TAG_SAMPLE_RATIO] = format_ratio(sample_ratio)
+    lc_attrs = span_attrs(lc_root)
+    lc_run_id = lc_attrs.get(A.LC_RUN_ID) if lc_attrs.get(A.ROOT) else None
+    if lc_run_id:
+        tags[TAG_LC_RUN_ID] = str(lc_run_id)
+    costs = _costs(llm_spans, prices or default_prices())
+    request = request_text(lc_attrs.get(A.INPUT)) if lc_attrs.get(A.ROOT) else None
+    if request is None and lc_root is root and is_llm(root):
+        request = messages_text(root_attrs.get(A.GEN_AI_INPUT_MESSAGES))
+    metrics = _metrics(ordered, llm_spans)
+    metrics.update(_cost_metrics(costs))
+    rows = []
+    for span in llm_spans:
+        priced = costs.get(span.context.span_id)
+        rows.append(table_row(
+            span, request=request, cost_usd=None if priced is None else priced.cost.total_usd
+        ))
     return TraceRecord(
         trace_id=trace_id,
         run_name=_cap(root.name, 250),
@@ -261,10 +341,12 @@ def build_record(
         experiment_id=str(experiment) if experiment else None,
         tags=tags,
         params={**_params(llm_spans), **version_params},
-        metrics=_metrics(ordered, llm_spans),
-        table=Table(rows=tuple(table_row(s) for s in llm_spans)),
+        metrics=metrics,
+        table=Table(rows=tuple(rows)),
         tree={"trace_id": trace_id, "spans": build_tree(ordered)},
-        otlp=encode_otlp(ordered) if encode else b"",
+        otlp=encode_otlp(
+            ordered, costs, root=root, lc_run_id=str(lc_run_id) if lc_run_id else None
+        ) if encode else b"",
         start_time_ms=min(start_ns(s) for s in ordered) // 1_000_000,
         end_time_ms=max(end_ns(s) for s in ordered) // 1_000_000,
         status=status,

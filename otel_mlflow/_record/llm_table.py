@@ -160,7 +160,22 @@ def _int_or_none(value: Any) -> int | None:
     return None if number is None else int(number)
 
 
-def table_row(span: ReadableSpan) -> tuple[Any, ...]:
+def request_text(root_input: Any) -> str | None:
+    """The ``request`` column: the LangChain root run's input variables as compact JSON text
+    (``{"question": "..."}``), a plain string input as itself; None without content."""
+    value = load_json(root_input)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
+def table_row(
+    span: ReadableSpan, *, request: str | None = None, cost_usd: float | None = None
+) -> tuple[Any, ...]:
+    """One ``llm_calls.json`` row; ``request`` is the trace's (``request_text``), ``cost_usd``
+    the call's (``otel_mlflow._record.cost``)."""
     attrs = span_attrs(span)
     ttft = num(attrs.get(A.TTFT_MS))
     in_tok = _int_or_none(attrs.get(A.GEN_AI_USAGE_INPUT_TOKENS))
@@ -169,6 +184,7 @@ def table_row(span: ReadableSpan) -> tuple[Any, ...]:
     if not isinstance(out_raw, str):
         out_raw = ""
     return (
+        request,
         trace_id_hex(span.context.trace_id),
         span_id_hex(span.context.span_id),
         span.name,
@@ -182,5 +198,6 @@ def table_row(span: ReadableSpan) -> tuple[Any, ...]:
         in_tok,
         out_tok,
         _int_or_none(attrs.get(A.USAGE_TOTAL_TOKENS)),
+        None if cost_usd is None else round(cost_usd, 10),
         _finish_reason(span),
     )

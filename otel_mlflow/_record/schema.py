@@ -8,6 +8,7 @@ them.
 from __future__ import annotations
 
 TAG_TRACE_ID = "otel.trace_id"
+TAG_ROOT_SPAN_ID = "otel.root_span_id"  # with the trace id: which part of a trace a run holds
 TAG_SERVICE_NAME = "otel.service.name"
 TAG_STATUS = "otel_mlflow.status"
 TAG_ERROR_TYPE = "otel_mlflow.error_type"
@@ -17,6 +18,7 @@ TAG_PARTIAL = "otel_mlflow.partial"
 TAG_DROPPED_SPANS = "otel_mlflow.dropped_spans"
 TAG_SAMPLE_RATIO = "otel_mlflow.sample_ratio"  # tail-sampling ratio the trace was kept under
 TAG_TRACE_COUNT = "otel_mlflow.trace_count"  # active-run mode: traces written into the run
+TAG_LC_RUN_ID = "otel_mlflow.langchain.run_id"  # the LangChain root run id (log_feedback)
 TAG_LC_TAGS = "langchain.tags"
 TAG_LC_METADATA_PREFIX = "langchain.metadata."
 # Version identity (``_record/version.py``; docs/experiments.md "Version identity")
@@ -53,7 +55,11 @@ M_TOOL_CALLS = "tool.calls"
 M_RETRIEVER_CALLS = "retriever.calls"
 M_SPANS = "spans"
 M_ERRORS = "errors"
-M_COST_USD = "cost.usd"  # per-trace cost, when the cost estimate exists (summed into run.cost.usd)
+M_COST = "cost.usd"  # only when at least one LLM call has a price (otel_mlflow._record.cost)
+M_COST_INPUT = "cost.input_usd"
+M_COST_OUTPUT = "cost.output_usd"
+M_FEEDBACK_PREFIX = "feedback."  # feedback.<name>: mean of the trace's numeric feedback values
+M_COST_USD = M_COST  # the name run_totals uses: summed into run.cost.usd
 
 # Active-run mode: run totals, current as traces arrive (``otel_mlflow._record.run_totals``).
 M_RUN_TRACES = "run.traces"
@@ -76,6 +82,7 @@ ARTIFACT_TREE_HTML = "span_tree.html"  # the waterfall page (one per run; the ru
 ARTIFACT_TREES_DIR = "span_trees"  # active-run mode: span_trees/<first trace id>.json per batch
 
 TABLE_COLUMNS: tuple[str, ...] = (
+    "request",  # first: MLflow's evaluation view groups by the first column
     "trace_id",
     "span_id",
     "name",
@@ -89,6 +96,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "input_tokens",
     "output_tokens",
     "total_tokens",
+    "cost_usd",
     "finish_reason",
 )
 

@@ -19,7 +19,19 @@ attributes where MLflow would otherwise show nothing:
 3. ``mlflow.chat.tokenUsage`` on LLM spans: input / output / cache-read tokens and the total as
    the provider reported it (``otel_mlflow.usage.total_tokens``); MLflow would otherwise recompute
    input + output, which undercounts Gemini's thinking tokens.
-4. A span whose parent is not in the payload (a LangChain root under a web request span exported
+4. ``mlflow.llm.cost`` on priced LLM spans (``add_costs``, called when the record is built, with
+   the figures of the run's ``cost.*`` metrics): ``{"input_cost", "output_cost", "total_cost"}``
+   in USD, MLflow's own form (``mlflow.tracing.constant.CostKey``). MLflow's store prices a span
+   itself only when it has no ``mlflow.llm.cost`` but has token usage and a model
+   (``mlflow.tracing.otel.translation.translate_span_when_storing``), and that pricing first
+   downloads MLflow's model catalog (``MLFLOW_MODEL_CATALOG_URI``): seconds per request on an
+   offline server. An LLM span with usage but no price gets ``mlflow.llm.model`` = "" instead
+   (MLflow then skips pricing: no model, no cost; the span keeps ``gen_ai.request.model``), so
+   the Traces view shows the same cost as the run, and no upload waits on a download.
+5. ``mlflow.traceTag.otel_mlflow.langchain.run_id`` on the root span (``add_costs``): MLflow
+   turns it into the trace tag ``otel_mlflow.langchain.run_id``, by which ``log_feedback`` finds
+   the trace of a LangChain run id after a restart.
+6. A span whose parent is not in the payload (a LangChain root under a web request span exported
    elsewhere) becomes a root in MLflow's copy, with the original parent id kept in
    ``otel_mlflow.otel.parent_span_id``: MLflow marks a trace complete only when it sees a root.
 
@@ -47,6 +59,10 @@ MLFLOW_SPAN_TYPE = "mlflow.spanType"
 MLFLOW_SPAN_INPUTS = "mlflow.spanInputs"
 MLFLOW_SPAN_OUTPUTS = "mlflow.spanOutputs"
 MLFLOW_CHAT_USAGE = "mlflow.chat.tokenUsage"
+MLFLOW_LLM_COST = "mlflow.llm.cost"
+MLFLOW_LLM_MODEL = "mlflow.llm.model"
+MLFLOW_TRACE_TAG_PREFIX = "mlflow.traceTag."
+TRACE_TAG_LC_RUN_ID = "otel_mlflow.langchain.run_id"
 ORIGINAL_PARENT_SPAN_ID = "otel_mlflow.otel.parent_span_id"
 MLFLOW_TRACE_ID_PREFIX = "tr-"
 
@@ -87,6 +103,35 @@ class MlflowTracePayload:
 def mlflow_trace_id(otel_trace_id_hex: str) -> str:
     """MLflow's id for an OTel trace (``tr-`` + 32 hex), as its OTLP ingestion derives it."""
     return MLFLOW_TRACE_ID_PREFIX + otel_trace_id_hex
+
+
+def add_costs(
+    request: ExportTraceServiceRequest,
+    costs: Mapping[bytes, tuple[float, float] | None],
+    *,
+    root_span_id: bytes | None = None,
+    lc_run_id: str | None = None,
+) -> None:
+    """Write each LLM span's cost (rule 4) and the LangChain run id trace tag (rule 5).
+
+    ``costs`` maps the 8-byte span id of every LLM span with token usage to its
+    ``(input_usd, output_usd)``, or None when it has no price.
+    """
+    for span in _iter_spans(request):
+        if span.span_id in costs:
+            keys = {kv.key for kv in span.attributes}
+            if MLFLOW_LLM_COST in keys:
+                continue
+            cost = costs[span.span_id]
+            if cost is None:
+                if MLFLOW_LLM_MODEL not in keys:
+                    _add(span, MLFLOW_LLM_MODEL, "")
+            else:
+                _add(span, MLFLOW_LLM_COST, {
+                    "input_cost": cost[0], "output_cost": cost[1], "total_cost": cost[0] + cost[1],
+                })
+        if lc_run_id and span.span_id == root_span_id:
+            _add(span, MLFLOW_TRACE_TAG_PREFIX + TRACE_TAG_LC_RUN_ID, lc_run_id)
 
 
 def prepare_for_mlflow(otlp: bytes) -> MlflowTracePayload:

@@ -3,7 +3,8 @@
 ``MlflowWriter(tracking_uri, experiment_name, link_traces).write(record)`` runs on a delivery
 worker, raises on failure (delivery retries and spools) and is idempotent.
 
-Run-per-trace mode (``record.target_run_id is None``), at most 6 requests for the run itself:
+Run-per-trace mode (``record.target_run_id is None``), at most 6 requests for the run itself,
+then one search that settles duplicates written by other processes (``otel_mlflow._sink.converge``):
 
 1. ``create_run`` with every tag (``otel.trace_id`` among them), named after the root span;
 2. one ``log_batch`` with the metrics (step 0, timestamp = trace end) and params;
@@ -36,7 +37,9 @@ a replay (``attempt >= 1``), a writer built with ``lookup_existing=True`` or a t
 already tried first searches ``tags.otel.trace_id`` in the experiment; a complete run found ends
 the write, a half-written one is completed (tags, metrics, params and artifacts are re-sent; MLflow
 drops identical metric points and accepts identical params); only when none is found is a run
-created.
+created. Either way, once a run of the trace is terminal, ``converge`` keeps the smallest terminal
+run id among the trace's runs and deletes the others, so concurrent writers in several processes
+end with exactly one run (see ``otel_mlflow._sink.converge``).
 
 Active-run mode (``record.target_run_id`` set; ``record.members`` for a batch of traces): one
 ``log_batch`` with each trace's metrics at its own step (a per-run counter kept in the tag
@@ -69,6 +72,7 @@ from otel_mlflow._common.settings import resolve_tracking_uri
 
 from otel_mlflow._common import faults as _faults
 from otel_mlflow._sink.versions import VersionWriter
+from otel_mlflow._sink.converge import converge, same_part, search_trace_runs
 from otel_mlflow._sink import fork as _fork
 from otel_mlflow._sink import artifacts as _artifacts
 from otel_mlflow._sink import run_views as _views
@@ -79,8 +83,8 @@ from otel_mlflow._record import (
     ARTIFACT_TREES_DIR,
     STATUS_ERROR,
     TAG_LOGGED_ARTIFACTS,
+    TAG_ROOT_SPAN_ID,
     TAG_TRACE_COUNT,
-    TAG_TRACE_ID,
     TraceRecord,
 )
 
@@ -226,16 +230,13 @@ class MlflowWriter:
                 self._tried.popitem(last=False)
             return seen
 
-    def find_run(self, experiment_id: str, trace_id: str) -> Any | None:
-        """The run of ``trace_id`` (a complete one first), or None."""
-        from mlflow.entities import ViewType
-
-        runs = self.client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{TAG_TRACE_ID}` = '{trace_id}'",
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=10,
-        )
+    def find_run(
+        self, experiment_id: str, trace_id: str, root_span_id: str | None = None
+    ) -> Any | None:
+        """The run of ``trace_id`` (of its part rooted at ``root_span_id``; a complete one
+        first), or None."""
+        runs = [run for run in search_trace_runs(self.client, experiment_id, trace_id)
+                if same_part(run, root_span_id)]
         if not runs:
             return None
         for run in runs:
@@ -249,12 +250,14 @@ class MlflowWriter:
         client = self.client
         experiment_id = self.experiment_id()
         tried_before = self._remember(record.trace_id)
+        part = record.tags.get(TAG_ROOT_SPAN_ID)
         run = None
         repeat = attempt > 0 or tried_before or self.lookup_existing
         if repeat:
-            run = self.find_run(experiment_id, record.trace_id)
+            run = self.find_run(experiment_id, record.trace_id, part)
             if run is not None and run.info.status in _TERMINAL:
                 _logger.debug("otel_mlflow: trace %s already written", record.trace_id)
+                converge(client, experiment_id, record.trace_id, part)
                 return
         tags: Sequence[Any] = ()
         plan = self._versions.prepare(experiment_id, record)
@@ -285,6 +288,8 @@ class MlflowWriter:
         )
         self._terminate(run_id, "FAILED" if record.status == STATUS_ERROR else "FINISHED",
                         record.end_time_ms)
+        # Another process may have written the same trace id meanwhile: settle on one run.
+        converge(client, experiment_id, record.trace_id, part)
 
     def _terminate(self, run_id: str, status: str, end_time_ms: int) -> None:
         # The store call, not MlflowClient.set_terminated: against a server that one also sends

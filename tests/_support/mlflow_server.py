@@ -1,4 +1,8 @@
-"""A real ``mlflow server`` subprocess for tests (sqlite backend, one worker, no job runner)."""
+"""A real ``mlflow server`` subprocess for tests (sqlite backend, one worker, no job runner).
+
+``backend_store_uri`` (e.g. a ``postgresql+psycopg2://`` URI from ``tests/_support/postgres.py``)
+and ``workers`` override the sqlite file and the single worker.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ class MlflowServer:
     root: Path
     port: int = field(default_factory=free_port)
     extra_args: tuple[str, ...] = ()
+    backend_store_uri: str | None = None
+    workers: int = 1
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -61,9 +67,9 @@ class MlflowServer:
             "--port",
             str(self.port),
             "--workers",
-            "1",
+            str(self.workers),
             "--backend-store-uri",
-            f"sqlite:///{self.root / 'mlflow.db'}",
+            self.backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}",
             "--artifacts-destination",
             str(self.root / "artifacts"),
             *self.extra_args,
@@ -87,6 +93,18 @@ class MlflowServer:
             time.sleep(0.25)
         self.kill()
         raise RuntimeError("mlflow server did not come up:\n" + self.log_path.read_text()[-4000:])
+
+    def pids(self) -> list[int]:
+        """The server's processes (the launcher and its uvicorn workers), for CPU accounting."""
+        if self.proc is None:
+            return []
+        import psutil
+
+        try:
+            parent = psutil.Process(self.proc.pid)
+            return [parent.pid, *(c.pid for c in parent.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
 
     def kill(self) -> None:
         """SIGKILL the whole process group (uvicorn workers included)."""

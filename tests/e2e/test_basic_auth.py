@@ -63,6 +63,7 @@ def test_credentials_from_mlflow_env_and_wrong_password_spooled_not_leaked(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -80,6 +81,7 @@ def test_credentials_from_mlflow_env_and_wrong_password_spooled_not_leaked(
         tracking_uri=auth_server.url, experiment_name="auth-ok", spool_dir=str(tmp_path / "ok"),
         grace_seconds=0.1,
     )
+    request.addfinalizer(ok.shutdown)  # a failed assertion must not leave a live exporter behind
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(ok))
     tracer = OtelTracer(tracer_provider=provider)
@@ -96,6 +98,7 @@ def test_credentials_from_mlflow_env_and_wrong_password_spooled_not_leaked(
         tracking_uri=auth_server.url, experiment_name="auth-bad", spool_dir=str(spool_dir),
         grace_seconds=0.1,
     )
+    request.addfinalizer(bad.shutdown)  # (its flush() would fail every later module-level flush)
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(bad))
     tracer = OtelTracer(tracer_provider=provider)

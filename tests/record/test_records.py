@@ -137,6 +137,7 @@ def test_metrics_sum_and_count_what_the_trace_did(memory) -> None:
         R.M_TRACE_DURATION, R.M_LLM_CALLS, R.M_LLM_DURATION, R.M_LLM_DURATION_MAX, R.M_LLM_TTFT,
         R.M_TOKENS_INPUT, R.M_TOKENS_OUTPUT, R.M_TOKENS_TOTAL, R.M_TOKENS_REASONING,
         R.M_TOKENS_CACHE_READ, R.M_TOOL_CALLS, R.M_RETRIEVER_CALLS, R.M_SPANS, R.M_ERRORS,
+        R.M_COST, R.M_COST_INPUT, R.M_COST_OUTPUT,  # both Gemini models have a price
     }
 
 

@@ -42,6 +42,14 @@ def one_call() -> OtelTracer:
 
 
 def scripts() -> None:
+    import uuid
+    from concurrent.futures import Future
+
+    pending: Future[str] = otel_mlflow.log_feedback(uuid.uuid4(), "helpful", True,
+                                                    rationale="clear", source="user-1")
+    otel_mlflow.log_feedback("6f1c4f9e-2a47-4a8e-9d8a-2b4f7c1e0a11", "stars", 4)
+    assert isinstance(pending, Future)
+    MlflowSpanExporter(prices={"my-model": {"input_mtok": 0.2, "output_mtok": 0.6}})
     done: bool = flush(30.0)
     counts: dict[str, int] = fault_counts()
     version: str = otel_mlflow.__version__
