@@ -148,18 +148,18 @@ def test_a_new_writer_finds_the_logged_model_again(tracking_uri: str, tmp_path: 
     assert len(second.client.search_logged_models(experiment_ids=[second.experiment_id])) == 1
 
 
-def test_the_users_active_model_wins(pipeline: Pipeline, tracking_uri: str) -> None:
+def test_the_users_active_model_wins(pipeline: Pipeline, tracking_uri: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     experiment_id = pipeline.client.create_experiment(pipeline.experiment)
     model = pipeline.client.create_logged_model(experiment_id, name="my-agent")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)  # set_active_model looks the model up there
+    # set_active_model looks the model up through the fluent API (env var: restored after).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     try:
         mlflow.set_active_model(model_id=model.model_id)
         make_chain(SYSTEM_V1, 0.1).invoke({"question": "q"},
                                           config={"callbacks": [pipeline.tracer]})
     finally:
         mlflow.clear_active_model()
-        mlflow.set_tracking_uri(previous)  # no global state left for later tests
     pipeline.drain()
     (run,) = pipeline.runs()
     assert run.data.tags[R.TAG_MODEL_ID] == model.model_id
