@@ -92,7 +92,16 @@ TTFT_MS = "otel_mlflow.ttft_ms"  # float: time to first streamed token
 STREAMED = "otel_mlflow.streamed"  # bool
 MLFLOW_RUN_ID = "otel_mlflow.mlflow.run_id"  # active fluent MLflow run at root start
 MLFLOW_EXPERIMENT_ID = "otel_mlflow.mlflow.experiment_id"
+MLFLOW_MODEL_ID = "otel_mlflow.mlflow.model_id"  # active LoggedModel (set_active_model) at root start
 RUN_TIMEOUT_ERROR = "otel_mlflow.run_timeout"  # error.type for runs ended by the TTL sweeper
+
+# Version identity and the app's users (root span; ``_tracing/version.py``)
+CHAIN_VERSION = "otel_mlflow.chain.version"  # str: 12 hex of the description, or the override
+CHAIN_DESCRIPTION = "otel_mlflow.chain.description"  # JSON (str): the canonical description
+CHAIN_NAME = "otel_mlflow.chain.name"  # str: the root runnable's name
+SESSION_ID = "session.id"  # OTel semconv (registry: session); MLflow reads it as the trace session
+USER_ID = "user.id"  # OTel semconv (registry: user); MLflow reads it as the trace user
+VERSION_METADATA_KEY = "otel_mlflow.version"  # LangChain metadata key overriding the version
 
 # Span event names
 EVENT_AGENT_ACTION = "gen_ai.agent.action"

@@ -74,6 +74,8 @@ MAX_ATTRIBUTE_CHARS = "OTEL_MLFLOW_MAX_ATTRIBUTE_CHARS"  # cap for one JSON cont
 DEFER_CONTENT = "OTEL_MLFLOW_DEFER_CONTENT"  # tracer: content JSON written on first read of a span
 REDACT_KEYS = "OTEL_MLFLOW_REDACT_KEYS"  # comma-separated extra key regexes
 REDACT_PATTERNS = "OTEL_MLFLOW_REDACT_PATTERNS"  # comma-separated extra value regexes
+APP_VERSION = "OTEL_MLFLOW_APP_VERSION"  # tracer: overrides the computed chain version
+REGISTER_PROMPTS = "OTEL_MLFLOW_REGISTER_PROMPTS"  # writer: register unknown prompt templates
 # exporter: user price map overriding genai-prices, JSON text or the path of a JSON file
 PRICES = "OTEL_MLFLOW_PRICES"
 # log_feedback: how long feedback for a trace not yet in MLflow is held before it is dropped

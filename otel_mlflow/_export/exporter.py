@@ -88,6 +88,8 @@ Configuration (constructor argument > environment variable > default, resolved o
 - ``max_buffered_traces``: ``OTEL_MLFLOW_MAX_BUFFERED_TRACES``, default 2,000 (back-pressure).
 - ``max_spans_per_trace``: ``OTEL_MLFLOW_MAX_SPANS_PER_TRACE``, default 10,000.
 - ``workers``: ``OTEL_MLFLOW_WORKERS``, default 4 writer threads.
+- ``register_prompts``: ``OTEL_MLFLOW_REGISTER_PROMPTS``, default off (prompt templates not in
+  MLflow's Prompt Registry are registered; ``otel_mlflow._sink.prompts``).
 - ``prices``: ``OTEL_MLFLOW_PRICES`` (JSON text or a JSON file path), per-model prices that
   override genai-prices' table (``otel_mlflow._record.cost``, resolved in ``prices``).
 - ``spool_dir``, ``spool_max_bytes``, ``shutdown_timeout_seconds``,
@@ -160,6 +162,7 @@ class MlflowSpanExporter(SpanExporter):
         retry_max_seconds: float | None = None,
         parent_wait_seconds: float | None = None,
         write: Callable[..., None] | None = None,
+        register_prompts: bool | None = None,
         prices: Mapping[str, Any] | None = None,
         sample_ratio: float | None = None,
         keep_slower_than_ms: float | None = None,
@@ -206,7 +209,8 @@ class MlflowSpanExporter(SpanExporter):
 
         self.writer = None
         if write is None:
-            self.writer = MlflowWriter(s.tracking_uri, s.experiment_name, s.link_traces)
+            self.writer = MlflowWriter(s.tracking_uri, s.experiment_name, s.link_traces,
+                                       register_prompts=register_prompts)
             write = self.writer.write
         spool = Spool(
             s.spool_dir,

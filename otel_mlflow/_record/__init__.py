@@ -10,6 +10,8 @@ names so callers need one import:
 - ``otel_mlflow._record.span_facts``: ids as hex, root choice, span kinds and times;
 - ``otel_mlflow._record.llm_table``: LLM spans -> ``llm_calls.json`` rows (readable message text);
 - ``otel_mlflow._record.span_tree``: spans -> the nested ``span_tree.json`` nodes;
+- ``otel_mlflow._record.version``: the root's version identity -> version tags, ``prompt.<name>``
+  params, ``prompts.json`` and the LoggedModel facts (``TraceRecord.chain``);
 - ``otel_mlflow._record.cost``: LLM token usage -> USD (genai-prices + user overrides);
 - ``otel_mlflow._record.build: ``build_record`` (tags, params, metrics) and ``encode_otlp``;
 - ``otel_mlflow._record.sampling``: ``keep_trace``, the tail-sampling decision.
@@ -26,6 +28,7 @@ from otel_mlflow._record.cost import Cost, PriceTable, normalize_prices
 from otel_mlflow._record.llm_table import messages_text, request_text, table_row
 from otel_mlflow._record.build import build_record, encode_otlp, tag_key
 from otel_mlflow._record.schema import (
+    ARTIFACT_PROMPTS,
     ARTIFACT_TABLE,
     ARTIFACT_TREE,
     ARTIFACT_TREES_DIR,
@@ -63,27 +66,37 @@ from otel_mlflow._record.schema import (
     M_TRACE_DURATION,
     PARAM_MAX_TOKENS,
     PARAM_MODEL,
+    PARAM_PROMPT_PREFIX,
     PARAM_TEMPERATURE,
     PARAM_TOP_K,
     PARAM_TOP_P,
     STATUS_ERROR,
     STATUS_OK,
     TABLE_COLUMNS,
+    TAG_APP_VERSION,
+    TAG_CHAIN_VERSION,
     TAG_DROPPED_SPANS,
     TAG_ERROR_TYPE,
     TAG_LC_METADATA_PREFIX,
     TAG_LC_RUN_ID,
     TAG_LC_TAGS,
     TAG_LOGGED_ARTIFACTS,
+    TAG_MLFLOW_GIT_COMMIT,
+    TAG_MLFLOW_SOURCE_NAME,
+    TAG_MLFLOW_SOURCE_TYPE,
+    TAG_MLFLOW_USER,
+    TAG_MODEL_ID,
     TAG_MODELS,
     TAG_PARTIAL,
     TAG_PROVIDERS,
     TAG_SAMPLE_RATIO,
     TAG_SERVICE_NAME,
+    TAG_SESSION_ID,
     TAG_STATUS,
     TAG_TRACE_COUNT,
     TAG_ROOT_SPAN_ID,
     TAG_TRACE_ID,
+    TAG_USER_ID,
 )
 from otel_mlflow._record.span_facts import (
     choose_root,
@@ -94,6 +107,7 @@ from otel_mlflow._record.span_facts import (
 )
 from otel_mlflow._record.sampling import keep_trace
 from otel_mlflow._record.span_tree import build_tree
+from otel_mlflow._record.version import version_fields
 from otel_mlflow._record.model import Table, TraceRecord, merge_batch
 
 __all__ = [
@@ -109,6 +123,10 @@ __all__ = [
     "TAG_LOGGED_ARTIFACTS", "TAG_MODELS", "TAG_PARTIAL", "TAG_PROVIDERS", "TAG_SAMPLE_RATIO",
     "TAG_SERVICE_NAME", "TAG_ROOT_SPAN_ID",
     "TAG_STATUS", "TAG_TRACE_COUNT", "TAG_TRACE_ID",
+    # version identity (_record/version.py)
+    "ARTIFACT_PROMPTS", "PARAM_PROMPT_PREFIX", "TAG_APP_VERSION", "TAG_CHAIN_VERSION",
+    "TAG_MLFLOW_GIT_COMMIT", "TAG_MLFLOW_SOURCE_NAME", "TAG_MLFLOW_SOURCE_TYPE", "TAG_MLFLOW_USER",
+    "TAG_MODEL_ID", "TAG_SESSION_ID", "TAG_USER_ID", "version_fields",
     "M_COST_USD", "M_RUN_TRACES", "M_RUN_LLM_CALLS", "M_RUN_TOKENS_INPUT", "M_RUN_TOKENS_OUTPUT", "M_RUN_TOKENS_TOTAL", "M_RUN_TOKENS_REASONING",
     "M_RUN_TOKENS_CACHE_READ", "M_RUN_ERRORS", "M_RUN_LATENCY_P50", "M_RUN_LATENCY_P95", "M_RUN_TTFT_P50", "M_RUN_COST_USD", "ARTIFACT_TREE_HTML",
     "Table", "TraceRecord", "build_record", "build_tree", "choose_root", "encode_otlp",

@@ -93,6 +93,7 @@ from otel_mlflow._record.span_facts import (
     trace_id_hex,
 )
 from otel_mlflow._record.span_tree import build_tree
+from otel_mlflow._record.version import version_fields
 from otel_mlflow._record.model import Table, TraceRecord
 from otel_mlflow._record.traces_payload import add_costs
 
@@ -309,6 +310,8 @@ def build_record(
     if providers:
         tags[TAG_PROVIDERS] = _cap(providers, _MAX_TAG_CHARS)
     tags.update(_root_tags(lc_root))
+    version_tags, version_params, chain = version_fields(span_attrs(lc_root), resource_attrs)
+    tags.update(version_tags)
     if partial:
         tags[TAG_PARTIAL] = "true"
     if dropped_spans:
@@ -337,7 +340,7 @@ def build_record(
         target_run_id=str(target) if target else None,
         experiment_id=str(experiment) if experiment else None,
         tags=tags,
-        params=_params(llm_spans),
+        params={**_params(llm_spans), **version_params},
         metrics=metrics,
         table=Table(rows=tuple(rows)),
         tree={"trace_id": trace_id, "spans": build_tree(ordered)},
@@ -348,4 +351,5 @@ def build_record(
         end_time_ms=max(end_ns(s) for s in ordered) // 1_000_000,
         status=status,
         partial=partial,
+        chain=chain,
     )

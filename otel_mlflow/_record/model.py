@@ -50,6 +50,9 @@ class TraceRecord:
     status: str
     partial: bool = False
     members: tuple[TraceRecord, ...] = field(default=())
+    # The chain version's facts for the LoggedModel, prompts.json and prompt links (plain JSON;
+    # ``otel_mlflow._record.version``); empty when the trace carries no version.
+    chain: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def traces(self) -> tuple[TraceRecord, ...]:
@@ -81,6 +84,7 @@ def _record_to_dict(rec: TraceRecord) -> dict[str, Any]:
         "status": rec.status,
         "partial": rec.partial,
         "members": [_record_to_dict(m) for m in rec.members],
+        "chain": dict(rec.chain),
     }
 
 
@@ -105,6 +109,7 @@ def _record_from_dict(data: Mapping[str, Any]) -> TraceRecord:
         status=str(data.get("status", STATUS_OK)),
         partial=bool(data.get("partial", False)),
         members=tuple(_record_from_dict(m) for m in data.get("members") or ()),
+        chain=dict(data.get("chain") or {}),
     )
 
 

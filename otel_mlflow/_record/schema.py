@@ -21,6 +21,17 @@ TAG_TRACE_COUNT = "otel_mlflow.trace_count"  # active-run mode: traces written i
 TAG_LC_RUN_ID = "otel_mlflow.langchain.run_id"  # the LangChain root run id (log_feedback)
 TAG_LC_TAGS = "langchain.tags"
 TAG_LC_METADATA_PREFIX = "langchain.metadata."
+# Version identity (``_record/version.py``; docs/experiments.md "Version identity")
+TAG_CHAIN_VERSION = "otel_mlflow.chain.version"
+TAG_APP_VERSION = "otel_mlflow.app.version"  # the resource's service.version
+TAG_MODEL_ID = "otel_mlflow.model_id"  # the chain version's MLflow LoggedModel
+TAG_SESSION_ID = "otel_mlflow.session.id"
+TAG_USER_ID = "otel_mlflow.user.id"
+# MLflow's standard source tags (mlflow.utils.mlflow_tags), set by the writer as fluent runs get them
+TAG_MLFLOW_SOURCE_NAME = "mlflow.source.name"
+TAG_MLFLOW_SOURCE_TYPE = "mlflow.source.type"
+TAG_MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_MLFLOW_USER = "mlflow.user"
 TAG_LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # mlflow.utils.mlflow_tags.MLFLOW_LOGGED_ARTIFACTS
 
 PARAM_MODEL = "model"
@@ -28,6 +39,7 @@ PARAM_TEMPERATURE = "temperature"
 PARAM_TOP_P = "top_p"
 PARAM_TOP_K = "top_k"
 PARAM_MAX_TOKENS = "max_tokens"
+PARAM_PROMPT_PREFIX = "prompt."  # prompt.<name> = the template's 12-hex hash
 
 M_TRACE_DURATION = "trace.duration_ms"
 M_LLM_CALLS = "llm.calls"
@@ -65,6 +77,7 @@ M_RUN_COST_USD = "run.cost.usd"
 
 ARTIFACT_TABLE = "llm_calls.json"
 ARTIFACT_TREE = "span_tree.json"
+ARTIFACT_PROMPTS = "prompts.json"  # the chain's prompt templates (run-per-trace mode)
 ARTIFACT_TREE_HTML = "span_tree.html"  # the waterfall page (one per run; the run's traces in active-run mode)
 ARTIFACT_TREES_DIR = "span_trees"  # active-run mode: span_trees/<first trace id>.json per batch
 
@@ -90,9 +103,8 @@ TABLE_COLUMNS: tuple[str, ...] = (
 STATUS_OK = "OK"
 STATUS_ERROR = "ERROR"
 
-# Written by the version, cost and feedback features (issue 10); read by ``otel-mlflow compare``.
-TAG_CHAIN_VERSION = "otel_mlflow.chain.version"  # 12 hex characters per chain version
-TAG_MODEL_ID = "otel_mlflow.model_id"  # the version's MLflow LoggedModel id
+# Written by the cost and feedback features (issue 10); read by ``otel-mlflow compare`` (with
+# TAG_CHAIN_VERSION and TAG_MODEL_ID above).
 M_COST_USD = "cost.usd"
 M_COST_INPUT_USD = "cost.input_usd"
 M_COST_OUTPUT_USD = "cost.output_usd"

@@ -9,7 +9,8 @@ then one search that settles duplicates written by other processes (``otel_mlflo
 1. ``create_run`` with every tag (``otel.trace_id`` among them), named after the root span;
 2. one ``log_batch`` with the metrics (step 0, timestamp = trace end) and params;
 3. ``llm_calls.json``, 4. ``span_tree.json`` and 5. ``span_tree.html`` (the waterfall page;
-   off with ``span_tree_html=False`` / ``OTEL_MLFLOW_SPAN_TREE_HTML=false``), one upload each;
+   off with ``span_tree_html=False`` / ``OTEL_MLFLOW_SPAN_TREE_HTML=false``), one upload each
+   (and ``prompts.json`` for a chain with prompt templates);
 6. one ``UpdateRun`` (the store's ``update_run_info``) to FINISHED (trace OK) or FAILED (trace
    ERROR) with the trace's end time.
 
@@ -21,6 +22,12 @@ replays, and always for local stores).
 Artifacts behind a tracking server that proxies them (``mlflow-artifacts:`` / ``http(s)://``
 artifact URIs) are PUT straight from memory, one request each; any other artifact store gets a
 temporary file through its artifact repository (``otel_mlflow._sink.artifacts``).
+
+A chain version (``record.chain``) adds, through ``otel_mlflow._sink.versions``: the LoggedModel
+lookup (once per version per writer) and MLflow's source tags before ``create_run``; after the
+Traces-view link, ``mlflow.modelId`` in the trace's metadata (one request) and the Prompt
+Registry links (cached per template).
+
 A terminal run status is the "complete" marker: it is set last, so a run still RUNNING is
 half-written.
 
@@ -64,6 +71,7 @@ from otel_mlflow._common import settings as _config
 from otel_mlflow._common.settings import resolve_tracking_uri
 
 from otel_mlflow._common import faults as _faults
+from otel_mlflow._sink.versions import VersionWriter
 from otel_mlflow._sink.converge import converge, same_part, search_trace_runs
 from otel_mlflow._sink import fork as _fork
 from otel_mlflow._sink import artifacts as _artifacts
@@ -115,6 +123,7 @@ class MlflowWriter:
         *,
         lookup_existing: bool = False,
         client: Any = None,
+        register_prompts: bool | None = None,
         span_tree_html: bool | None = None,
     ) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
@@ -131,6 +140,9 @@ class MlflowWriter:
         self._repos: dict[str, Any] = {}
         self._log_trace: Callable[..., None] | None = None
         self._log_trace_missing = False
+        # Chain versions: LoggedModel, source tags, prompts.json, prompt links (``_sink/versions``).
+        self._versions = VersionWriter(lambda: self.client, register_prompts=register_prompts,
+                                       link_traces=self.link_traces)
         _fork.track_writer(self)
 
     # --- lazily built MLflow objects (never in the app's thread) ---------------------------
@@ -248,16 +260,18 @@ class MlflowWriter:
                 converge(client, experiment_id, record.trace_id, part)
                 return
         tags: Sequence[Any] = ()
+        plan = self._versions.prepare(experiment_id, record)
+        run_tags = {**record.tags, **plan.tags}
         if run is None:
             run = client.create_run(
                 experiment_id,
                 start_time=record.start_time_ms,
-                tags=dict(record.tags),
+                tags=run_tags,
                 run_name=record.run_name or None,
             )
         else:
             # Completing a half-written run: its tags may be the part that failed.
-            tags = [RunTag(k, v) for k, v in record.tags.items()]
+            tags = [RunTag(k, v) for k, v in run_tags.items()]
         run_id = run.info.run_id
         metrics = [Metric(k, float(v), record.end_time_ms, 0) for k, v in record.metrics.items()]
         params = [Param(k, v) for k, v in record.params.items()]
@@ -268,6 +282,10 @@ class MlflowWriter:
         if self.span_tree_html:
             self._upload_html(artifact_uri, _views.trace_page_text(record))
         self._link(experiment_id, run_id, record.otlp, explicit=repeat)
+        self._versions.finish(
+            plan, experiment_id, record, run_id,
+            lambda name, payload: self._upload_json(artifact_uri, name, payload),
+        )
         self._terminate(run_id, "FAILED" if record.status == STATUS_ERROR else "FINISHED",
                         record.end_time_ms)
         # Another process may have written the same trace id meanwhile: settle on one run.

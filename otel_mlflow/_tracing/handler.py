@@ -40,6 +40,7 @@ Configuration, each resolved once here (argument > environment variable > defaul
 - ``max_open_runs``: ``OTEL_MLFLOW_MAX_OPEN_RUNS`` > 10000
 - ``redact_keys`` / ``redact_patterns``: ``OTEL_MLFLOW_REDACT_KEYS`` / ``OTEL_MLFLOW_REDACT_PATTERNS``
 - ``mask``: a ``mask(key, value) -> value`` hook applied to every captured leaf value.
+- ``app_version``: ``OTEL_MLFLOW_APP_VERSION`` > the computed chain version (``_tracing/version``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from otel_mlflow._tracing.fastpath import span_writer as _span_ops
 from otel_mlflow._tracing.model_callbacks import ModelCallbacks
 from otel_mlflow._tracing.run_map import RunMap
 from otel_mlflow._tracing.tool_callbacks import ToolCallbacks
+from otel_mlflow._tracing.version import RootIdentity
 
 DEFAULT_RUN_TTL_SECONDS = 600.0
 DEFAULT_MAX_OPEN_RUNS = 10_000
@@ -88,6 +90,7 @@ class OtelTracer(ChainCallbacks, ModelCallbacks, ToolCallbacks, SpanEventCallbac
         redact_patterns: Iterable[str] | None = None,
         mask: Callable[[str | None, Any], Any] | None = None,
         defer_content: bool | None = None,
+        app_version: str | None = None,
     ) -> None:
         super().__init__()
         provider = tracer_provider or trace_api.get_tracer_provider()
@@ -122,6 +125,10 @@ class OtelTracer(ChainCallbacks, ModelCallbacks, ToolCallbacks, SpanEventCallbac
         )
         # Content capture off: the serializer is not handed to the error / event code either.
         self._content_ser = self._ser if self.capture_content else None
+        # Root spans: chain version, session, user, active LoggedModel (``_tracing/version``).
+        # (Its redactor has no ``mask``: that hook is for captured content, run off the app thread.)
+        self._identity = RootIdentity(
+            app_version, Redactor(extra_keys=redact_keys, extra_patterns=redact_patterns))
         # HTTP/gRPC client spans of the provider call nest under the chat span through this.
         _model_context.register(self)
 

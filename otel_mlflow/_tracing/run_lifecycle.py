@@ -31,6 +31,7 @@ from otel_mlflow._tracing.content.values import Content
 from otel_mlflow._tracing.fastpath import span_writer as _span_ops
 from otel_mlflow._tracing.fastpath.deferred import Pending
 from otel_mlflow._tracing.run_map import RunMap, RunState
+from otel_mlflow._tracing.version import RootIdentity
 
 
 class RunLifecycle:
@@ -41,6 +42,7 @@ class RunLifecycle:
     _ser: Serializer
     _content: Content
     _content_ser: Serializer | None
+    _identity: RootIdentity  # root spans: version, session, user (``_tracing/version``)
     capture_content: bool
     defer_content: bool
     run_ttl_seconds: float
@@ -146,6 +148,7 @@ class RunLifecycle:
             if parent_run_id is not None:
                 attrs[A.LC_PARENT_RUN_ID] = str(parent_run_id)
             self._active_mlflow_run(attrs)
+            self._identity.annotate(attrs, metadata)
         if tags:
             kept_tags = M.user_tags(tags)
             if kept_tags:

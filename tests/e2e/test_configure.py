@@ -231,8 +231,10 @@ def _run_summary(tracking_uri: str) -> dict[str, Any]:
         "status": run.info.status,
         "params": run.data.params,
         "metrics": {k: v for k, v in run.data.metrics.items() if "duration" not in k},
+        # Ids each store makes up (the trace's, the chain version's LoggedModel) differ.
         "tags": {k: v for k, v in run.data.tags.items()
-                 if k.startswith(("otel_mlflow.", "otel.service")) and "trace_id" not in k},
+                 if k.startswith(("otel_mlflow.", "otel.service")) and "trace_id" not in k
+                 and k != "otel_mlflow.model_id"},
         "rows": rows,
     }
 

@@ -143,8 +143,11 @@ def test_one_run_per_trace_with_the_schema(
     assert json.loads(tags[R.TAG_LOGGED_ARTIFACTS]) == [{"path": "llm_calls.json",
                                                          "type": "table"}]
     assert R.TAG_PARTIAL not in tags
+    # The lambda's closure holds the chain, so its prompt template is part of the version.
+    assert re.fullmatch(r"[0-9a-f]{12}", ok.data.params.pop("prompt.prompt"))
     assert ok.data.params == {"model": "gemini-2.5-flash", "temperature": "0.2",
                               "max_tokens": "128"}
+    assert tags[R.TAG_CHAIN_VERSION] == failed.data.tags[R.TAG_CHAIN_VERSION]
 
     m = ok.data.metrics
     assert m[R.M_LLM_CALLS] == 1 and m[R.M_TOOL_CALLS] == 1 and m[R.M_ERRORS] == 0
