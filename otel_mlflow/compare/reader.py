@@ -116,6 +116,7 @@ def read_runs(experiment: str, by: GroupBy, *, tracking_uri: str,
                     runs.append(_facts(run, by))
             if bar is not None:
                 bar.update(len(page))
+                bar.refresh()  # one redraw per page, however fast it came (tqdm skips < 0.1 s)
             token = page.token
             if not token:
                 break

@@ -18,6 +18,7 @@ the installed console script for the exit code and the one-line error.
 
 from __future__ import annotations
 
+import re
 import json
 import os
 import subprocess
@@ -151,7 +152,9 @@ def test_pipeline_runs_grouped_by_a_param_as_a_table(pipeline_runs, mlflow_serve
     lines = out.splitlines()
     assert lines[0] == f"experiment {experiment!r}: 9 run(s) by param:temperature"
     assert lines[2].split()[:3] == ["param:temperature", "runs", "errors"]
-    rows = {line.split()[0]: line.split() for line in lines[4:6]}
+    # a group label may carry its runs' LoggedModel name in parentheses: not a column
+    rows = {re.sub(r" \([^)]*\)", "", line).split()[0]: re.sub(r" \([^)]*\)", "", line).split()
+            for line in lines[4:6]}
     assert set(rows) == {"0.2", "0.7"}
     assert (rows["0.2"][1], rows["0.7"][1]) == ("4", "5")
     assert rows["0.2"][2] == "0.0%*" and rows["0.7"][2] == "20.0%"
@@ -286,9 +289,17 @@ def test_the_html_page_shows_every_version_without_errors_offline(  # type: igno
     assert report.values["plots"] == 2 and report.values["boxes"] == [2, 2]
     assert report.values["best"] >= 6
     assert {f"{V1} (bot-v1)", f"{V2} (bot-v2)"} <= set(report.values["ticks"])
-    # the pipeline's runs have no cost: the page says so instead of drawing an empty plot
+    # a group with no cost.usd gets a sentence instead of an empty plot (the pipeline's runs are
+    # priced now, so use a fresh experiment whose runs carry no cost)
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    bare = client.create_experiment(f"compare-nocost-{uuid.uuid4().hex[:6]}")
+    for variant in ("A", "B"):
+        run = client.create_run(bare, tags={"langchain.metadata.variant": variant})
+        client.log_metric(run.info.run_id, "trace.duration_ms", 100.0)
+        client.set_terminated(run.info.run_id)
     page2 = tmp_path / "pipeline.html"
-    code, _, err = compare("--experiment", pipeline_runs[0], "--tracking-uri", mlflow_server.url,
+    code, _, err = compare("--experiment", client.get_experiment(bare).name,
+                           "--tracking-uri", mlflow_server.url,
                            "--by", "tag:langchain.metadata.variant", "--html", str(page2),
                            capsys=capsys)
     assert code == 0, err

@@ -231,10 +231,10 @@ def _run_summary(tracking_uri: str) -> dict[str, Any]:
         "status": run.info.status,
         "params": run.data.params,
         "metrics": {k: v for k, v in run.data.metrics.items() if "duration" not in k},
-        # Ids each store makes up (the trace's, the chain version's LoggedModel) differ.
+        # Ids each store or run makes up (the trace, the LoggedModel, the LangChain run) differ.
         "tags": {k: v for k, v in run.data.tags.items()
                  if k.startswith(("otel_mlflow.", "otel.service")) and "trace_id" not in k
-                 and k != "otel_mlflow.model_id"},
+                 and k not in ("otel_mlflow.model_id", "otel_mlflow.langchain.run_id")},
         "rows": rows,
     }
 
