@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import os
 import uuid
 from collections.abc import Iterator
@@ -97,7 +98,9 @@ def test_genai_runs_on_both_backends(pipeline, mlflow_server: Any, genai_emulato
         assert run.info.status == "FINISHED"
         assert run.data.tags[R.TAG_PROVIDERS] == "gcp.vertex_ai"
         assert run.data.tags[R.TAG_MODELS] == MODEL
-        assert run.data.params == {"model": MODEL, "temperature": "0.2", "max_tokens": "128"}
+        params = dict(run.data.params)
+        assert re.fullmatch(r"[0-9a-f]{12}", params.pop("prompt.prompt"))  # the template's hash
+        assert params == {"model": MODEL, "temperature": "0.2", "max_tokens": "128"}
         m = run.data.metrics
         # Output tokens as LangChain reports them for this client: candidates + thoughts.
         assert (m[R.M_TOKENS_INPUT], m[R.M_TOKENS_OUTPUT], m[R.M_TOKENS_TOTAL]) == (12, 14, 26)

@@ -137,7 +137,9 @@ def test_seed_style_run_shows_current_totals(server_uri: str, pipelines: list[Pi
     assert latest[R.M_RUN_LATENCY_P95] == pytest.approx(max(durations), abs=1e-3)
     (ttft,) = [v for _, v in _history(client, run_id, R.M_LLM_TTFT)]
     assert latest[R.M_RUN_TTFT_P50] == pytest.approx(ttft, abs=1e-3)
-    assert R.M_RUN_COST_USD not in latest  # no trace carried cost.usd
+    # the emulator's model is priced: the run total is the sum of the per-trace costs
+    costs = [v for _, v in _history(client, run_id, "cost.usd")]
+    assert costs and latest[R.M_RUN_COST_USD] == pytest.approx(sum(costs))
     # The runs table compares runs on these names.
     found = client.search_runs([exp_id], filter_string=f"metrics.`{R.M_RUN_TRACES}` = 4")
     assert [r.info.run_id for r in found] == [run_id]
