@@ -4,9 +4,9 @@ Version A and version B of a small question-answering chain differ in their prom
 temperature. Each request is routed to one of them by a stable hash of the user id (the same user
 always sees the same version), as an A/B test in production would. Tracing is today's setup,
 ``otel_mlflow.configure()``; the only extra is LangChain metadata naming the variant, so MLflow
-holds it as the tag ``langchain.metadata.variant``. (Once the chain-version tag
-``otel_mlflow.chain.version`` is written, ``otel-mlflow compare --experiment ab-versions-example``
-groups by it with no metadata at all.)
+holds it as the tag ``langchain.metadata.variant``. (Every run also carries the chain-version
+tag ``otel_mlflow.chain.version``, so ``otel-mlflow compare --experiment ab-versions-example``
+groups the two versions apart with no metadata at all.)
 
 At the end the script runs ``otel-mlflow compare`` over the experiment and prints the table:
 one row per variant with runs, errors, latency and TTFT percentiles, tokens, cost and feedback.
