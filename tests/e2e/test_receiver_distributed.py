@@ -84,7 +84,10 @@ def wait_for_runs(tracking_uri: str, experiment: str, trace_ids: set[str],
     runs: dict[str, list[Any]] = {}
     while time.monotonic() < deadline:
         runs = runs_by_trace(tracking_uri, experiment)
-        if trace_ids <= set(runs):
+        # a run is complete once its status is terminal (set last, after the artifacts)
+        if trace_ids <= set(runs) and all(
+            run.info.status in ("FINISHED", "FAILED") for tid in trace_ids for run in runs[tid]
+        ):
             return runs
         time.sleep(1.0)
     return runs
