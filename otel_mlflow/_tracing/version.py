@@ -55,6 +55,7 @@ _LC_MODULES = ("langchain_core.runnables", "langchain_core.language_models", "la
 _PASS_THROUGH = ("langchain_core", "otel_mlflow", "contextvars", "asyncio", "concurrent")
 _MAX_FRAMES = 64
 _CACHE_MAX = 256
+_runnable: Any = None  # langchain_core's ``Runnable``, imported on first use
 
 
 class _Entry:
@@ -77,8 +78,11 @@ def _first(metadata: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
 
 def find_root_runnable(start: Any = None) -> Any:
     """The outermost LangChain runnable on the calling stack (see the module docstring)."""
-    from langchain_core.runnables import Runnable
+    global _runnable  # noqa: PLW0603 - imported once, on the first root run
+    if _runnable is None:
+        from langchain_core.runnables import Runnable
 
+        _runnable = Runnable
     frame = start if start is not None else sys._getframe(1)  # noqa: SLF001
     # Cheap pass: module names and code flags only; ``f_locals`` (which builds a dict) is read
     # afterwards, outermost frame first, usually once.
@@ -96,7 +100,7 @@ def find_root_runnable(start: Any = None) -> Any:
         frame = frame.f_back
     for frame in reversed(candidates):
         candidate = frame.f_locals.get("self")
-        if isinstance(candidate, Runnable):
+        if isinstance(candidate, _runnable):
             return candidate
     return None
 
