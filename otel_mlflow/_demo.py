@@ -59,6 +59,7 @@ KEY_METRICS: tuple[str, ...] = (
     "tool.calls",
     "spans",
     "errors",
+    "cost.usd",
 )
 
 # Scripted model replies: text and token usage (what the emulator / fake model report).
@@ -99,6 +100,8 @@ class RunSummary:
     params: dict[str, str]
     artifacts: tuple[str, ...]
     error_type: str | None = None
+    chain_version: str | None = None
+    model_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,8 @@ def _read_runs(tracking_uri: str, experiment_name: str,
                 params=dict(run.data.params),
                 artifacts=artifacts,
                 error_type=run.data.tags.get("otel_mlflow.error_type"),
+                chain_version=run.data.tags.get("otel_mlflow.chain.version"),
+                model_id=run.data.tags.get("otel_mlflow.model_id"),
             )
         )
     return runs

@@ -148,7 +148,9 @@ def _add_receive(sub: Any) -> None:
 
 
 def _fmt_number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.1f}" if abs(value) >= 0.1 else f"{value:.3g}"
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -169,6 +171,9 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         shown = [(key, run.metrics[key]) for key in _demo.KEY_METRICS if key in run.metrics]
         if shown:
             out.write("    metrics:   " + ", ".join(f"{k}={_fmt_number(v)}" for k, v in shown) + "\n")
+        if run.chain_version:
+            model = f"  (LoggedModel {run.model_id})" if run.model_id else ""
+            out.write(f"    version:   {run.chain_version}{model}\n")
         if run.error_type:
             out.write(f"    error:     {run.error_type}\n")
         if run.artifacts:

@@ -232,6 +232,13 @@ def test_demo_prints_runs_and_ui_command(demo_runs: dict[str, Any], kind: str) -
         assert run.info.run_name in stdout
     assert "[ERROR]" in stdout and "[OK]" in stdout
     assert "llm_calls.json" in stdout and "span_tree.json" in stdout and "span_tree.html" in stdout
+    for item in result["by_step"].values():  # the version each run belongs to, with its model
+        tags = item["run"].data.tags
+        assert (f"version:   {tags['otel_mlflow.chain.version']}  "
+                f"(LoggedModel {tags['otel_mlflow.model_id']})") in stdout
+    if kind != "fake":  # Gemini is priced; the cost printed is the run's metric
+        cost = result["by_step"]["explain_topic"]["run"].data.metrics["cost.usd"]
+        assert f"cost.usd={cost:.3g}" in stdout
     if kind == "genai":
         assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in stdout
         assert ("ChatGoogleGenerativeAI(gemini-2.5-flash, vertexai=True) -> local Gemini "
