@@ -181,7 +181,29 @@ def _instrument() -> None:
     assembler.build_record = build_record  # type: ignore[assignment]
 
 
+_gc_started: dict[int, float] = {}
+_gc_seconds = [0.0, 0]  # seconds in the cyclic garbage collector (any thread), collections
+_gc_by_generation: Counter[int] = Counter()  # collections per generation
+_gc_seconds_by_generation: Counter[int] = Counter()
+
+
+def _gc_callback(phase: str, info: dict[str, Any]) -> None:
+    # The collector runs with the GIL held, so its wall time is this process's CPU time.
+    ident = threading.get_ident()
+    if phase == "start":
+        _gc_started[ident] = time.perf_counter()
+    elif ident in _gc_started:
+        took = time.perf_counter() - _gc_started.pop(ident)
+        _gc_seconds[0] += took
+        _gc_seconds[1] += 1
+        _gc_by_generation[info["generation"]] += 1
+        _gc_seconds_by_generation[info["generation"]] += took
+
+
 def _reset_counters() -> None:
+    _gc_seconds[:] = [0.0, 0]
+    _gc_by_generation.clear()
+    _gc_seconds_by_generation.clear()
     with _count_lock:
         _requests.clear()
         _cpu_client.clear()
@@ -358,6 +380,11 @@ def case_run_per_trace(uri: str, n: int, link: bool, spool: Path,
                                _cpu_client[k] / v * 1e3 + _cpu_transport[k] / v * 1e3)
                            for k, v in counts.items()}
         phases = {k: v / n * 1e3 for k, v in _cpu_phase.items()}
+    gc_ms = _gc_seconds[0] / n * 1e3
+    full_gc_ms = _gc_seconds_by_generation[2] / n * 1e3
+    gc_runs = ", ".join(f"gen{g} {_gc_by_generation[g]} × "
+                        f"{_gc_seconds_by_generation[g] / _gc_by_generation[g] * 1e3:.1f} ms"
+                        for g in sorted(_gc_by_generation))
     exporter.shutdown()
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -371,7 +398,8 @@ def case_run_per_trace(uri: str, n: int, link: bool, spool: Path,
             "run_requests_per_trace": run_requests / n,
             "client_ms": cpu.client / n * 1e3, "server_ms": cpu.server / n * 1e3,
             "by_endpoint": {k: round(v / n, 2) for k, v in sorted(counts.items())},
-            "cpu_by_endpoint": cpu_by_endpoint, "phases": phases}
+            "cpu_by_endpoint": cpu_by_endpoint, "phases": phases,
+            "gc_ms": gc_ms, "gc_runs": gc_runs, "client_ms_no_full_gc": cpu.client / n * 1e3 - full_gc_ms}
 
 
 def request_floor(uri: str, n: int = 100) -> dict[str, float]:
@@ -566,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     if cases - set(CASES):
         parser.error(f"unknown case(s): {', '.join(sorted(cases - set(CASES)))}")
     _instrument()
+    import gc
+
+    gc.callbacks.append(_gc_callback)
 
     import logging
 
@@ -698,8 +729,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {phase} | - | {ms:.2f} | - | - |")
         print(f"| rest of the process (buffer, delivery, export() calls, GC) | - "
               f"| {res['client_ms'] - total:.2f} | - | - |")
+        print(f"| (of all the above: cyclic GC; collections: {res['gc_runs'] or 'none'}) | - "
+              f"| {res['gc_ms']:.2f} | - | - |")
         print(f"| **process CPU** | {res['requests_per_trace']:.2f} | "
               f"{res['client_ms']:.2f} | | |")
+        print(f"| process CPU without full (gen2) collections: they come every few hundred "
+              f"traces, one lands in a case or not | - | {res['client_ms_no_full_gc']:.2f} | | |")
     for config, floor in floors.items():
         print()
         print(f"MLflow client floor per request (server `{config}`, this thread, CPU ms):")
