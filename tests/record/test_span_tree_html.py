@@ -236,13 +236,3 @@ def test_a_huge_trace_draws_a_bounded_number_of_spans(memory) -> None:
 def test_span_kind_table(attrs: dict[str, Any], kind: str) -> None:
     assert H.span_kind(attrs) == kind
 
-
-@pytest.mark.parametrize("value", [
-    "plain text", "日本の首都は？", "", "a<b", "x & y", 'say "hi"', "it's", "</script>",
-    "&amp; already", 42, 1.5, None, ("a", "<b>"), "\u2028 line sep",
-])
-def test_escaping_matches_html_escape(value: Any) -> None:
-    """The fast path (nothing to escape: the text itself) gives html.escape's exact output."""
-    import html
-
-    assert H._e(value) == html.escape(str(value), quote=True)
