@@ -235,4 +235,3 @@ def test_a_huge_trace_draws_a_bounded_number_of_spans(memory) -> None:
 ])
 def test_span_kind_table(attrs: dict[str, Any], kind: str) -> None:
     assert H.span_kind(attrs) == kind
-
