@@ -399,7 +399,8 @@ def case_run_per_trace(uri: str, n: int, link: bool, spool: Path,
             "client_ms": cpu.client / n * 1e3, "server_ms": cpu.server / n * 1e3,
             "by_endpoint": {k: round(v / n, 2) for k, v in sorted(counts.items())},
             "cpu_by_endpoint": cpu_by_endpoint, "phases": phases,
-            "gc_ms": gc_ms, "gc_runs": gc_runs, "client_ms_no_full_gc": cpu.client / n * 1e3 - full_gc_ms}
+            "gc_ms": gc_ms, "gc_runs": gc_runs,
+            "client_ms_no_full_gc": cpu.client / n * 1e3 - full_gc_ms}
 
 
 def request_floor(uri: str, n: int = 100) -> dict[str, float]:
@@ -637,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
                 add("active run, embedded sqlite", res, args.active_traces)
             down: dict[str, float] | None = None
             profiled = False
-            if not args.skip_server and (args.profile or cases & {"server", "anchor", "active", "down"}):
+            needs_server = args.profile or cases & {"server", "anchor", "active", "down"}
+            if not args.skip_server and needs_server:
                 from tests._support.mlflow_server import MlflowServer
 
                 for config in configs:
