@@ -62,7 +62,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,8 +93,8 @@ _original_send = requests.Session.send
 
 
 # Writer-thread CPU by endpoint: "client" (before send) and "transport" (inside send), seconds.
-_cpu_client: Counter[str] = Counter()
-_cpu_transport: Counter[str] = Counter()
+_cpu_client: defaultdict[str, float] = defaultdict(float)
+_cpu_transport: defaultdict[str, float] = defaultdict(float)
 _mark = threading.local()  # .t: thread CPU time at the last attribution point inside write()
 
 
@@ -122,7 +122,7 @@ requests.Session.send = _counting_send  # type: ignore[method-assign]
 
 
 # --- writer / assembler CPU (and an optional cProfile of both) ---------------------------------
-_cpu_phase: Counter[str] = Counter()  # "build_record", "write() after the last request"
+_cpu_phase: defaultdict[str, float] = defaultdict(float)  # "build_record", "write() after the last request"
 _profiles: dict[int, Any] = {}  # thread id -> cProfile.Profile while profiling is on
 _profiling = threading.Event()
 
@@ -184,7 +184,7 @@ def _instrument() -> None:
 _gc_started: dict[int, float] = {}
 _gc_seconds = [0.0, 0]  # seconds in the cyclic garbage collector (any thread), collections
 _gc_by_generation: Counter[int] = Counter()  # collections per generation
-_gc_seconds_by_generation: Counter[int] = Counter()
+_gc_seconds_by_generation: defaultdict[int, float] = defaultdict(float)
 
 
 def _gc_callback(phase: str, info: dict[str, Any]) -> None:
