@@ -5,6 +5,8 @@ Run from the repository root::
     python benchmarks/exporter_throughput.py            # all cases, ~5-8 minutes on 2 cores
     python benchmarks/exporter_throughput.py --traces 100 --skip-server
     python benchmarks/exporter_throughput.py --server-configs tests   # one server configuration
+    python benchmarks/exporter_throughput.py --traces 100 --server-configs tests --cases server \
+        --profile /tmp/writer.prof       # run-per-trace only, with the CPU breakdown + cProfile
 
 Cases (each a fresh exporter and a fresh experiment):
 
@@ -26,6 +28,20 @@ Cases (each a fresh exporter and a fresh experiment):
    The difference to the no-op exporter is background CPU (record building, writes, spooling)
    taking the GIL from the app thread, not waiting: ``export()`` itself only appends to a buffer.
 
+Where the client CPU goes (printed for every run-per-trace server case, and ``--cases convert``):
+
+(a) pure conversion per trace, no I/O, in this thread: ``build_record`` without and with the OTLP
+    encoding, the Traces payload (``prepare_for_mlflow`` + serialization), the JSON text of
+    ``llm_calls.json`` and ``span_tree.json``, the ``span_tree.html`` page;
+(b) the writer threads' CPU per request by endpoint (``time.thread_time``): the CPU a writer
+    thread spent from the previous request's end (or the start of ``write()``) to the end of this
+    request, split into "client" (MLflow client layers, payload building, before ``send``) and
+    "transport" (``requests`` / ``urllib3`` inside ``Session.send``), plus the assembler's
+    ``build_record`` and what ``write()`` spends after its last request. The rest of the process
+    CPU (trace buffer, delivery, the benchmark's own ``export()`` calls, GC) is the remainder.
+``--profile PATH`` adds a cProfile of the writer threads' ``write()`` and the assembler's
+``build_record`` (merged over threads, the first server case only) to PATH and prints its top.
+
 Traces are synthetic but shaped like a LangChain app traced by ``OtelTracer``: a workflow root, a
 prompt, a chat call with ~1 KB of message content and token usage, a parser and a tool (5 spans).
 They are generated before timing; the timer covers ``export()`` of every span until
@@ -46,7 +62,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,16 +92,173 @@ _count_lock = threading.Lock()
 _original_send = requests.Session.send
 
 
+# Writer-thread CPU by endpoint: "client" (before send) and "transport" (inside send), seconds.
+_cpu_client: defaultdict[str, float] = defaultdict(float)
+_cpu_transport: defaultdict[str, float] = defaultdict(float)
+_mark = threading.local()  # .t: thread CPU time at the last attribution point inside write()
+
+
 def _counting_send(self: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
     path = (request.path_url or "").split("?")[0]
     if "/mlflow-artifacts/artifacts/" in path:
         path = "/api/2.0/mlflow-artifacts/artifacts/<file>"
-    with _count_lock:
-        _requests[f"{request.method} {path}"] += 1
-    return _original_send(self, request, **kwargs)
+    endpoint = f"{request.method} {path}"
+    before = time.thread_time()
+    try:
+        return _original_send(self, request, **kwargs)
+    finally:
+        after = time.thread_time()
+        mark = getattr(_mark, "t", None)
+        with _count_lock:
+            _requests[endpoint] += 1
+            if mark is not None:
+                _cpu_client[endpoint] += before - mark
+                _cpu_transport[endpoint] += after - before
+        if mark is not None:
+            _mark.t = after
 
 
 requests.Session.send = _counting_send  # type: ignore[method-assign]
+
+
+# --- writer / assembler CPU (and an optional cProfile of both) ---------------------------------
+_cpu_phase: defaultdict[str, float] = defaultdict(float)  # "build_record", "write() after the last request"
+_profiles: dict[int, Any] = {}  # thread id -> cProfile.Profile while profiling is on
+_profiling = threading.Event()
+
+
+def _profile_of_thread() -> Any:
+    import cProfile
+
+    ident = threading.get_ident()
+    with _count_lock:
+        prof = _profiles.get(ident)
+        if prof is None:
+            prof = _profiles[ident] = cProfile.Profile(time.thread_time)  # CPU, not waits
+    return prof
+
+
+def _instrument() -> None:
+    """Wrap ``MlflowWriter.write`` and the assembler's ``build_record`` (once) to attribute CPU."""
+    from otel_mlflow._export import assembler
+    from otel_mlflow._sink.runs import MlflowWriter
+
+    if getattr(MlflowWriter.write, "_bench", False):
+        return
+    original_write = MlflowWriter.write
+    original_build = assembler.build_record
+
+    def write(self: Any, record: Any, attempt: int = 0) -> None:
+        prof = _profile_of_thread() if _profiling.is_set() else None
+        _mark.t = time.thread_time()
+        if prof is not None:
+            prof.enable()
+        try:
+            original_write(self, record, attempt)
+        finally:
+            if prof is not None:
+                prof.disable()
+            rest = time.thread_time() - _mark.t
+            _mark.t = None
+            with _count_lock:
+                _cpu_phase["write() after its last request"] += rest
+
+    def build_record(*args: Any, **kwargs: Any) -> Any:
+        prof = _profile_of_thread() if _profiling.is_set() else None
+        started = time.thread_time()
+        if prof is not None:
+            prof.enable()
+        try:
+            return original_build(*args, **kwargs)
+        finally:
+            if prof is not None:
+                prof.disable()
+            with _count_lock:
+                _cpu_phase["assembler: build_record"] += time.thread_time() - started
+
+    write._bench = True  # type: ignore[attr-defined]
+    MlflowWriter.write = write  # type: ignore[method-assign]
+    assembler.build_record = build_record  # type: ignore[assignment]
+
+
+_gc_started: dict[int, float] = {}
+_gc_seconds = [0.0, 0]  # seconds in the cyclic garbage collector (any thread), collections
+_gc_by_generation: Counter[int] = Counter()  # collections per generation
+_gc_seconds_by_generation: defaultdict[int, float] = defaultdict(float)
+
+
+def _gc_callback(phase: str, info: dict[str, Any]) -> None:
+    # The collector runs with the GIL held, so its wall time is this process's CPU time.
+    ident = threading.get_ident()
+    if phase == "start":
+        _gc_started[ident] = time.perf_counter()
+    elif ident in _gc_started:
+        took = time.perf_counter() - _gc_started.pop(ident)
+        _gc_seconds[0] += took
+        _gc_seconds[1] += 1
+        _gc_by_generation[info["generation"]] += 1
+        _gc_seconds_by_generation[info["generation"]] += took
+
+
+def _reset_counters() -> None:
+    _gc_seconds[:] = [0.0, 0]
+    _gc_by_generation.clear()
+    _gc_seconds_by_generation.clear()
+    with _count_lock:
+        _requests.clear()
+        _cpu_client.clear()
+        _cpu_transport.clear()
+        _cpu_phase.clear()
+
+
+def _dump_profile(path: str, top: int = 30) -> str:
+    import io
+    import pstats
+
+    with _count_lock:
+        profiles = list(_profiles.values())
+        _profiles.clear()
+    if not profiles:
+        return "(no profile)"
+    stats = pstats.Stats(profiles[0])
+    for prof in profiles[1:]:
+        stats.add(prof)
+    stats.dump_stats(path)
+    out = io.StringIO()
+    pstats.Stats(path, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def conversion_breakdown(traces: Sequence[Sequence[ReadableSpan]]) -> dict[str, float]:
+    """Pure conversion CPU per trace (ms, this thread, no I/O), step by step."""
+    from otel_mlflow._record import build_record
+    from otel_mlflow._record.traces_payload import prepare_for_mlflow
+    from otel_mlflow._sink.run_views import trace_page_text
+
+    def per_trace(fn: Any, items: Sequence[Any]) -> float:
+        for item in items[:5]:
+            fn(item)  # warm caches (price lookups, imports)
+        started = time.thread_time()
+        for item in items:
+            fn(item)
+        return (time.thread_time() - started) / len(items) * 1e3
+
+    records = [build_record(t) for t in traces]
+    out = {
+        "build_record, link off (encode=False)": per_trace(
+            lambda t: build_record(t, encode=False), traces),
+        "build_record, link on (with OTLP encoding)": per_trace(build_record, traces),
+        "Traces payload: prepare_for_mlflow + serialize": per_trace(
+            lambda r: prepare_for_mlflow(r.otlp).request.SerializeToString(), records),
+        "llm_calls.json text": per_trace(
+            lambda r: json.dumps(r.table.to_dict(), ensure_ascii=False, allow_nan=True), records),
+        "span_tree.json text": per_trace(
+            lambda r: json.dumps(dict(r.tree), ensure_ascii=False, allow_nan=True), records),
+        "span_tree.html page": per_trace(trace_page_text, records),
+        "TraceRecord.to_json (spool form, only on failures)": per_trace(
+            lambda r: r.to_json(), records),
+    }
+    return out
 
 
 # --- synthetic traces ----------------------------------------------------------------------------
@@ -184,7 +357,7 @@ def drain(exporter: MlflowSpanExporter, traces: Sequence[Sequence[ReadableSpan]]
 
 # --- cases -----------------------------------------------------------------------------------------
 def case_run_per_trace(uri: str, n: int, link: bool, spool: Path,
-                       workers: int | None = None) -> dict[str, Any]:
+                       workers: int | None = None, profile: bool = False) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     experiment = f"bench-{uuid.uuid4().hex[:8]}"
@@ -193,12 +366,25 @@ def case_run_per_trace(uri: str, n: int, link: bool, spool: Path,
     # Warm up once (client, experiment, store connection) outside the timed part.
     drain(exporter, make_traces(1))
     traces = make_traces(n)
-    with _count_lock:
-        _requests.clear()
-    with CpuMeter() as cpu:
-        elapsed = drain(exporter, traces)
+    _reset_counters()
+    if profile:
+        _profiling.set()
+    try:
+        with CpuMeter() as cpu:
+            elapsed = drain(exporter, traces)
+    finally:
+        _profiling.clear()
     with _count_lock:
         counts = dict(_requests)
+        cpu_by_endpoint = {k: (_cpu_client[k] / n * 1e3, _cpu_transport[k] / n * 1e3,
+                               _cpu_client[k] / v * 1e3 + _cpu_transport[k] / v * 1e3)
+                           for k, v in counts.items()}
+        phases = {k: v / n * 1e3 for k, v in _cpu_phase.items()}
+    gc_ms = _gc_seconds[0] / n * 1e3
+    full_gc_ms = _gc_seconds_by_generation[2] / n * 1e3
+    gc_runs = ", ".join(f"gen{g} {_gc_by_generation[g]} × "
+                        f"{_gc_seconds_by_generation[g] / _gc_by_generation[g] * 1e3:.1f} ms"
+                        for g in sorted(_gc_by_generation))
     exporter.shutdown()
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -211,7 +397,41 @@ def case_run_per_trace(uri: str, n: int, link: bool, spool: Path,
             "requests_per_trace": sum(counts.values()) / n if counts else 0.0,
             "run_requests_per_trace": run_requests / n,
             "client_ms": cpu.client / n * 1e3, "server_ms": cpu.server / n * 1e3,
-            "by_endpoint": {k: round(v / n, 2) for k, v in sorted(counts.items())}}
+            "by_endpoint": {k: round(v / n, 2) for k, v in sorted(counts.items())},
+            "cpu_by_endpoint": cpu_by_endpoint, "phases": phases,
+            "gc_ms": gc_ms, "gc_runs": gc_runs,
+            "client_ms_no_full_gc": cpu.client / n * 1e3 - full_gc_ms}
+
+
+def request_floor(uri: str, n: int = 100) -> dict[str, float]:
+    """CPU ms (this thread) of the cheapest requests MLflow's client makes, and their parts.
+
+    ``GET experiments/get`` through the REST store is what any MLflow request costs the client at
+    least; header resolution (``resolve_request_headers``: the Databricks context probes MLflow
+    runs on every request) and a bare ``requests`` GET of ``/health`` (a plain session) are
+    parts of it. Measured on the same server as the case, between the cases.
+    """
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking.request_header.registry import resolve_request_headers
+
+    client = MlflowClient(uri)
+    store = client._tracking_client.store  # noqa: SLF001
+    exp_id = client.create_experiment(f"bench-floor-{uuid.uuid4().hex[:8]}")
+    session = requests.Session()  # trust_env like MLflow's: proxy lookups from the environment
+
+    def per_call(fn: Any) -> float:
+        fn()
+        started = time.thread_time()
+        for _ in range(n):
+            fn()
+        return (time.thread_time() - started) / n * 1e3
+
+    return {
+        "GET experiments/get (REST store)": per_call(lambda: store.get_experiment(exp_id)),
+        "resolve_request_headers (no request)": per_call(resolve_request_headers),
+        "bare requests GET /health": per_call(
+            lambda: session.get(f"{uri}/health", timeout=10)),
+    }
 
 
 def _is_traces_view_request(endpoint: str) -> bool:
@@ -339,6 +559,16 @@ def _server_args(config: str, work: Path) -> tuple[str, ...]:
     return ()
 
 
+CASES: dict[str, str] = {
+    "embedded": "run per trace and active run into the embedded sqlite store",
+    "server": "run per trace into each server configuration, link off and on",
+    "anchor": "MLflow's own tracing client (server `tests`)",
+    "active": "active-run mode (server `tests`)",
+    "down": "app-thread cost per span, MLflow up and down",
+    "convert": "pure conversion CPU per trace, no I/O",
+}
+
+
 def _fmt(value: float, digits: int = 1) -> str:
     return "-" if value != value else f"{value:.{digits}f}"  # NaN: not measured
 
@@ -351,11 +581,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--server-configs", default=",".join(SERVER_CONFIGS),
                         help=f"comma-separated, of: {', '.join(SERVER_CONFIGS)}")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated, of: {', '.join(CASES)} (default: all)")
+    parser.add_argument("--profile", metavar="PATH", default=None,
+                        help="cProfile the writer threads and build_record in one extra "
+                             "run-per-trace pass (link on, first server config) into PATH")
     args = parser.parse_args(argv)
     configs = [c for c in args.server_configs.split(",") if c]
     unknown = [c for c in configs if c not in SERVER_CONFIGS]
     if unknown:
         parser.error(f"unknown server configuration(s): {', '.join(unknown)}")
+    cases = {c for c in args.cases.split(",") if c}
+    if cases - set(CASES):
+        parser.error(f"unknown case(s): {', '.join(sorted(cases - set(CASES)))}")
+    _instrument()
+    import gc
+
+    gc.callbacks.append(_gc_callback)
 
     import logging
 
@@ -367,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     # case, traces/s, requests/trace (all), run requests/trace, client ms, server ms, traces
     rows: list[tuple[str, ...]] = []
     details: dict[str, Any] = {}
+    conversion: dict[str, float] = {}
+    floors: dict[str, dict[str, float]] = {}
+    profile_text = ""
 
     def add(case: str, res: dict[str, Any], n: int) -> None:
         rows.append((case, f"{res['traces_per_s']:.1f}",
@@ -381,14 +626,20 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(work)
         try:
             embedded = "sqlite:///mlflow.db"
-            for link in (False, True):
-                res = case_run_per_trace(embedded, args.traces, link, work / f"spool-e{link}")
-                add(f"run per trace, embedded sqlite, link {'on' if link else 'off'}", res,
-                    args.traces)
-            res = case_active_run(embedded, args.active_traces, work / "spool-ea")
-            add("active run, embedded sqlite", res, args.active_traces)
+            if "convert" in cases:
+                conversion = conversion_breakdown(make_traces(max(args.traces, 50)))
+            if "embedded" in cases:
+                for link in (False, True):
+                    res = case_run_per_trace(embedded, args.traces, link,
+                                             work / f"spool-e{link}")
+                    add(f"run per trace, embedded sqlite, link {'on' if link else 'off'}", res,
+                        args.traces)
+                res = case_active_run(embedded, args.active_traces, work / "spool-ea")
+                add("active run, embedded sqlite", res, args.active_traces)
             down: dict[str, float] | None = None
-            if not args.skip_server:
+            profiled = False
+            needs_server = args.profile or cases & {"server", "anchor", "active", "down"}
+            if not args.skip_server and needs_server:
                 from tests._support.mlflow_server import MlflowServer
 
                 for config in configs:
@@ -397,25 +648,34 @@ def main(argv: list[str] | None = None) -> int:
                     assert server.proc is not None
                     _server_pids[:] = [server.proc.pid]
                     try:
-                        for link in (False, True):
+                        for link in (False, True) if "server" in cases else ():
                             res = case_run_per_trace(server.url, args.traces, link,
                                                      work / f"spool-{config}-{link}")
                             state = "on" if link else "off"
                             name = f"run per trace, server `{config}`, link {state}"
                             add(name, res, args.traces)
-                            details[name] = res["by_endpoint"]
-                        if config == "tests":
+                            details[name] = res
+                        if "server" in cases:
+                            floors[config] = request_floor(server.url)
+                        if args.profile and not profiled:
+                            case_run_per_trace(server.url, args.traces, True,
+                                               work / f"spool-{config}-prof", profile=True)
+                            profile_text = _dump_profile(args.profile)
+                            profiled = True
+                        if config == "tests" and "anchor" in cases:
                             res = case_mlflow_own_tracing(server.url, args.traces)
                             add("anchor: MLflow's own tracing client, server `tests`", res,
                                 args.traces)
+                        if config == "tests" and "active" in cases:
                             res = case_active_run(server.url, args.active_traces,
                                                   work / "spool-sa")
                             add("active run, server `tests`", res, args.active_traces)
+                        if config == "tests" and "down" in cases:
                             down = case_mlflow_down(work / "spool-down", 3000, server.url)
                     finally:
                         _server_pids.clear()
                         server.stop()
-            if down is None:
+            if down is None and "down" in cases:
                 down = case_mlflow_down(work / "spool-down", 3000, embedded)
         finally:
             os.chdir(old_cwd)
@@ -434,20 +694,66 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print()
-    print("| app thread, per span (one-span traces) | µs |")
-    print("| --- | ---: |")
-    print(f"| span start+end, BatchSpanProcessor + no-op exporter | {down['span_us_null']:.1f} |")
-    print(f"| span start+end, BatchSpanProcessor + MlflowSpanExporter (MLflow up) "
-          f"| {down['span_us_mlflow_up']:.1f} |")
-    print(f"| span start+end, BatchSpanProcessor + MlflowSpanExporter (MLflow down) "
-          f"| {down['span_us_mlflow_down']:.1f} |")
-    print(f"| MlflowSpanExporter.export() per span (MLflow down) | {down['export_us']:.2f} |")
-    for name, by_endpoint in details.items():
+    if down is not None:
         print()
-        print(f"requests per trace by endpoint ({name}):")
-        for endpoint, count in by_endpoint.items():
-            print(f"  {count:>6}  {endpoint}")
+        print("| app thread, per span (one-span traces) | µs |")
+        print("| --- | ---: |")
+        print(f"| span start+end, BatchSpanProcessor + no-op exporter "
+              f"| {down['span_us_null']:.1f} |")
+        print(f"| span start+end, BatchSpanProcessor + MlflowSpanExporter (MLflow up) "
+              f"| {down['span_us_mlflow_up']:.1f} |")
+        print(f"| span start+end, BatchSpanProcessor + MlflowSpanExporter (MLflow down) "
+              f"| {down['span_us_mlflow_down']:.1f} |")
+        print(f"| MlflowSpanExporter.export() per span (MLflow down) "
+              f"| {down['export_us']:.2f} |")
+    if "convert" in cases:
+        print()
+        print("| pure conversion, per 5-span trace (no I/O) | CPU ms |")
+        print("| --- | ---: |")
+        for step, ms in conversion.items():
+            print(f"| {step} | {ms:.3f} |")
+    for name, res in details.items():
+        print()
+        print(f"client CPU by endpoint ({name}; ms per trace; per request = client + "
+              f"transport over requests):")
+        print()
+        print("| endpoint | requests/trace | client ms/trace | transport ms/trace "
+              "| ms/request |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        total = 0.0
+        for endpoint, count in res["by_endpoint"].items():
+            client_ms, transport_ms, per_request = res["cpu_by_endpoint"][endpoint]
+            total += client_ms + transport_ms
+            print(f"| `{endpoint}` | {count} | {client_ms:.2f} | {transport_ms:.2f} "
+                  f"| {per_request:.2f} |")
+        for phase, ms in sorted(res["phases"].items()):
+            total += ms
+            print(f"| {phase} | - | {ms:.2f} | - | - |")
+        print(f"| rest of the process (buffer, delivery, export() calls, GC) | - "
+              f"| {res['client_ms'] - total:.2f} | - | - |")
+        print(f"| (of all the above: cyclic GC; collections: {res['gc_runs'] or 'none'}) | - "
+              f"| {res['gc_ms']:.2f} | - | - |")
+        print(f"| **process CPU** | {res['requests_per_trace']:.2f} | "
+              f"{res['client_ms']:.2f} | | |")
+        print(f"| process CPU without full (gen2) collections: they come every few hundred "
+              f"traces, one lands in a case or not | - | {res['client_ms_no_full_gc']:.2f} | | |")
+    for config, floor in floors.items():
+        print()
+        print(f"MLflow client floor per request (server `{config}`, this thread, CPU ms):")
+        print()
+        print("| request | CPU ms |")
+        print("| --- | ---: |")
+        for what, ms in floor.items():
+            print(f"| {what} | {ms:.2f} |")
+        for name, res in details.items():
+            if f"`{config}`" in name:
+                cheapest = floor["GET experiments/get (REST store)"]
+                print(f"| {name}: process CPU ÷ (requests/trace × the GET) | "
+                      f"{res['client_ms'] / (res['requests_per_trace'] * cheapest):.2f} |")
+    if profile_text:
+        print()
+        print(f"cProfile of the writer threads + build_record ({args.profile}), by tottime:")
+        print(profile_text)
     return 0
 
 

@@ -101,6 +101,7 @@ from otel_mlflow._record.traces_payload import add_costs
 _MAX_TAG_CHARS = 5000
 _MAX_PARAM_CHARS = 5000
 _INVALID_KEY_CHARS = re.compile(r"[^\w\-. /:]")
+_LOGGED_TABLE = json.dumps([{"path": ARTIFACT_TABLE, "type": "table"}])  # the same every trace
 
 
 def _cap(text: str, limit: int) -> str:
@@ -292,7 +293,7 @@ def build_record(
         TAG_TRACE_ID: trace_id,
         TAG_ROOT_SPAN_ID: span_id_hex(root.context.span_id),
         TAG_STATUS: status,
-        TAG_LOGGED_ARTIFACTS: json.dumps([{"path": ARTIFACT_TABLE, "type": "table"}]),
+        TAG_LOGGED_ARTIFACTS: _LOGGED_TABLE,
     }
     service = resource_attrs.get("service.name")
     if service:

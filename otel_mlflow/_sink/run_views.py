@@ -46,10 +46,12 @@ class ActiveRunViews:
 
     totals: RunTotals = field(default_factory=RunTotals)
     trees: deque[Mapping[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_PAGE_TRACES))
+    # False with the page switched off: no page trees are cut and kept for a page never built.
+    keep_trees: bool = True
 
     def add(self, trace: TraceRecord) -> None:
         self.totals.add(trace.metrics)
-        if trace.tree:
+        if trace.tree and self.keep_trees:
             try:
                 self.trees.append(page_tree(trace.tree))  # bounded: cut values, <= 300 spans
             except Exception as exc:  # a page bug must not keep the run's data out of MLflow
@@ -80,7 +82,7 @@ def trace_page_text(record: TraceRecord) -> str | None:
 
 def load(client: Any, run: Any, trace_count: int, *, page: bool, repo: Any) -> ActiveRunViews:
     """The views of ``run`` (an ``mlflow.entities.Run``), rebuilt from the run when it has traces."""
-    views = ActiveRunViews()
+    views = ActiveRunViews(keep_trees=page)
     if trace_count <= 0:
         return views
     run_id = run.info.run_id

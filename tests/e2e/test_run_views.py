@@ -236,3 +236,21 @@ def test_a_page_that_cannot_be_built_is_a_counted_fault_not_a_failed_write() -> 
     assert not views.trees  # the tree that breaks the page is left out of it
     assert "1 traces in this run" in str(views.page("run"))
     assert faults.fault_counts()["writer.span_tree_html"] == before + 2
+
+
+def test_views_with_the_page_off_keep_no_trees() -> None:
+    """No server needed: with ``span_tree_html`` off an active run's views count totals only."""
+    from otel_mlflow._sink import run_views
+
+    record = R.TraceRecord(
+        trace_id="1" * 32, run_name="r", target_run_id="run", experiment_id=None, tags={},
+        params={}, metrics={R.M_TRACE_DURATION: 1.0}, table=R.Table(),
+        tree={"trace_id": "1" * 32, "spans": [{"name": "x", "children": []}]}, otlp=b"",
+        start_time_ms=0, end_time_ms=1, status=R.STATUS_OK)
+    off = run_views.load(None, None, 0, page=False, repo=None)
+    on = run_views.load(None, None, 0, page=True, repo=None)
+    for views in (off, on):
+        views.add(record)
+        assert views.totals.metrics()[R.M_RUN_TRACES] == 1
+    assert not off.trees
+    assert len(on.trees) == 1 and on.trees[0]["span_count"] == 1
