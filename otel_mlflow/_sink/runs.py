@@ -74,6 +74,7 @@ from otel_mlflow._common import faults as _faults
 from otel_mlflow._sink.versions import VersionWriter
 from otel_mlflow._sink.converge import converge, same_part, search_trace_runs
 from otel_mlflow._sink import fork as _fork
+from otel_mlflow._sink import request_headers as _headers
 from otel_mlflow._sink import artifacts as _artifacts
 from otel_mlflow._sink import run_views as _views
 from otel_mlflow._record import (
@@ -144,6 +145,7 @@ class MlflowWriter:
         self._versions = VersionWriter(lambda: self.client, register_prompts=register_prompts,
                                        link_traces=self.link_traces)
         _fork.track_writer(self)
+        _headers.install()
 
     # --- lazily built MLflow objects (never in the app's thread) ---------------------------
     @property
@@ -214,10 +216,11 @@ class MlflowWriter:
     # --- entry point ---------------------------------------------------------------------
     def write(self, record: TraceRecord, attempt: int = 0) -> None:
         """Write one record (raises on failure; safe to call again with the same record)."""
-        if record.target_run_id:
-            self._write_active(record, attempt)
-        else:
-            self._write_trace_run(record, attempt)
+        with _headers.cached_headers():  # MLflow's Databricks probe once, not per request
+            if record.target_run_id:
+                self._write_active(record, attempt)
+            else:
+                self._write_trace_run(record, attempt)
 
     # --- run per trace ---------------------------------------------------------------------
     def _remember(self, trace_id: str) -> bool:
