@@ -83,7 +83,10 @@ from otel_mlflow._record import (
     ARTIFACT_TREE_HTML,
     ARTIFACT_TREES_DIR,
     STATUS_ERROR,
+    TAG_APP_VERSION,
+    TAG_CHAIN_VERSION,
     TAG_LOGGED_ARTIFACTS,
+    TAG_MODEL_ID,
     TAG_ROOT_SPAN_ID,
     TAG_TRACE_COUNT,
     TraceRecord,
@@ -95,6 +98,23 @@ DEFAULT_EXPERIMENT_NAME = "Default"
 _TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 _MAX_REMEMBERED_TRACES = 100_000
 _MAX_CACHED_RUNS = 16
+# Active-run mode: the run's version tags list what its traces were, first seen first, bounded.
+_ACTIVE_VERSION_TAGS = (TAG_CHAIN_VERSION, TAG_MODEL_ID, TAG_APP_VERSION)
+_MAX_VERSIONS_LISTED = 10
+
+
+def _version_tags(state: _ActiveRunState, members: Sequence[TraceRecord],
+                  plans: Sequence[Any]) -> dict[str, str]:
+    """The run's version tags after this batch (all of them, so a retried batch re-sends them:
+    the tags ride in the batch's ``log_batch`` and setting a tag again is harmless)."""
+    for member, plan in zip(members, plans):
+        values = {TAG_CHAIN_VERSION: member.tags.get(TAG_CHAIN_VERSION),
+                  TAG_MODEL_ID: plan.model_id, TAG_APP_VERSION: member.tags.get(TAG_APP_VERSION)}
+        for key, value in values.items():
+            seen = state.versions.setdefault(key, [])
+            if value and str(value) not in seen and len(seen) < _MAX_VERSIONS_LISTED:
+                seen.append(str(value))
+    return {key: ",".join(seen) for key, seen in state.versions.items() if seen}
 
 
 @dataclass
@@ -109,6 +129,8 @@ class _ActiveRunState:
     table_rows: list[list[Any]] = field(default_factory=list)
     table_span_ids: set[str] = field(default_factory=set)
     steps: dict[str, int] = field(default_factory=dict)
+    # Chain versions / LoggedModels / app versions seen in the run, first seen first (run tags).
+    versions: dict[str, list[str]] = field(default_factory=dict)
     views: _views.ActiveRunViews = field(default_factory=_views.ActiveRunViews)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -326,6 +348,8 @@ class MlflowWriter:
             artifact_uri=run.info.artifact_uri,
             next_step=next_step,
             logged_artifacts=logged,
+            versions={key: [v for v in tags[key].split(",") if v]
+                      for key in _ACTIVE_VERSION_TAGS if tags.get(key)},
         )
         if {"path": ARTIFACT_TABLE, "type": "table"} in logged:
             self._load_table(state)
@@ -385,6 +409,8 @@ class MlflowWriter:
         run_id = str(record.target_run_id)
         state = self._active_state(run_id)
         members = record.traces
+        # Chain versions: each trace's LoggedModel (found or created once per version).
+        plans = [self._versions.prepare(state.experiment_id, m) for m in members]
         # One run, many workers: steps, the table and the tag list must change one batch at a time.
         with state.lock:
             metrics = []
@@ -409,6 +435,7 @@ class MlflowWriter:
             tags = [
                 RunTag(TAG_LOGGED_ARTIFACTS, json.dumps(state.logged_artifacts)),
                 RunTag(TAG_TRACE_COUNT, str(state.next_step)),
+                *(RunTag(k, v) for k, v in _version_tags(state, members, plans).items()),
             ]
             self.client.log_batch(run_id, metrics=metrics, tags=tags)
             self._append_rows(state, members)
@@ -427,3 +454,5 @@ class MlflowWriter:
             # Serialized OTLP requests concatenate into one valid request (repeated fields).
             otlp = b"".join(m.otlp for m in members)
             self._link(state.experiment_id, run_id, otlp, explicit=attempt > 0)
+            for member, plan in zip(members, plans):
+                self._versions.finish_trace(plan, state.experiment_id, member, run_id)

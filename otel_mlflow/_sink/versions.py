@@ -99,6 +99,11 @@ class VersionWriter:
         if prompts:
             upload(ARTIFACT_PROMPTS, {"chain_version": record.chain.get("version"),
                                       "prompts": prompts})
+        self.finish_trace(plan, experiment_id, record, run_id)
+
+    def finish_trace(self, plan: VersionPlan, experiment_id: str, record: TraceRecord,
+                     run_id: str) -> None:
+        """After the Traces-view write: the trace's ``mlflow.modelId`` metadata, prompt links."""
         if not (self.link_traces and record.otlp) or not (plan.model_id or plan.prompts):
             return
         tags = {LINKED_PROMPTS: plan.tags[LINKED_PROMPTS]} if plan.prompts else None

@@ -160,3 +160,42 @@ def test_many_traces_into_one_run_get_distinct_steps(pipeline, tracking_uri: str
     assert len(table["data"]) == n
     assert client.get_run(run.info.run_id).data.tags[R.TAG_TRACE_COUNT] == str(n)
     assert len(client.search_runs([exp_id])) == 1
+
+
+def test_the_users_run_lists_the_versions_and_each_trace_has_its_logged_model(
+    pipeline, tracking_uri: str
+) -> None:
+    """Two chain versions (two prompts) in one ``mlflow.start_run()``: the run's version tags
+    list both, first seen first; each MLflow trace carries its own version's LoggedModel."""
+    tracer, provider, exporter = pipeline
+    client = MlflowClient(tracking_uri)
+    exp_id = client.create_experiment(f"active-versions-{uuid.uuid4().hex[:8]}")
+    chains = []
+    for system in ("Answer in one word.", "Answer in a sentence."):
+        replies = [AIMessage(content="ok", usage_metadata={"input_tokens": 3, "output_tokens": 1,
+                                                            "total_tokens": 4})] * 2
+        chains.append(ChatPromptTemplate.from_messages([("system", system), ("human", "{q}")])
+                      | FakeGemini(messages=iter(replies)) | StrOutputParser())
+    with mlflow.start_run(experiment_id=exp_id) as run:
+        for chain in (chains[0], chains[1], chains[0]):
+            chain.invoke({"q": "why?"}, config={"callbacks": [tracer]})
+    _drain(provider, exporter)
+
+    tags = client.get_run(run.info.run_id).data.tags
+    versions = tags[R.TAG_CHAIN_VERSION].split(",")
+    model_ids = tags[R.TAG_MODEL_ID].split(",")
+    assert len(versions) == 2 and len(set(versions)) == 2
+    assert all(len(v) == 12 for v in versions)
+    models = {m.model_id: m for m in client.search_logged_models([exp_id])}
+    assert set(models) == set(model_ids)
+    assert [models[m].tags[R.TAG_CHAIN_VERSION] for m in model_ids] == versions  # same order
+    assert not client.get_run(run.info.run_id).data.params  # the user's run: no params added
+
+    traces = client.search_traces(locations=[exp_id])
+    assert len(traces) == 3
+    by_model: dict[str, int] = {}
+    for trace in traces:
+        assert trace.info.request_metadata["mlflow.sourceRun"] == run.info.run_id
+        model_id = trace.info.request_metadata["mlflow.modelId"]
+        by_model[model_id] = by_model.get(model_id, 0) + 1
+    assert by_model == {model_ids[0]: 2, model_ids[1]: 1}
