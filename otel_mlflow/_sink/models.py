@@ -13,8 +13,19 @@ chain version (``TraceRecord.chain``, from ``otel_mlflow._record.version``), in 
    ``mlflow.model.isExternal=true``, as ``mlflow.create_external_model`` sets it) whose params are
    the chain's configuration (``chain["params"]``), then ``finalize_logged_model(READY)``.
 
-Two processes that meet a new version at the same moment may both create it; every later lookup
-takes the oldest, so traces converge on one model.
+Two processes (or writers) that meet a new version at the same moment may both create it. The
+rule that settles them, run by every creator right after its ``finalize_logged_model``: search
+the version's models again and take the **first by (creation time, model id)**; if that is not the
+model just created, delete the one just created (``delete_logged_model``, a soft delete) and use
+the first. The lookup of step 3 orders the same way. Why every writer ends on the same model:
+a creator's own model is not used by any run before the rule has run (the id is cached only
+after it), so deleting it loses nothing; of two creators A and B, the one whose search sees both
+picks the same first model as any later lookup; the only split is when A's search ran before B's
+create committed **and** both got the same creation millisecond **and** B's id sorts first: then
+A keeps A (it never saw B) and B keeps B. Every later lookup (other processes, restarts) takes B,
+so only the runs A wrote before its cache entry expires reference A. The test
+``tests/e2e/test_versions.py::test_concurrent_writers_settle_on_one_logged_model`` races eight
+writers on one new version.
 
 ``set_trace_model(client, experiment_id, record, run_id, model_id)`` puts ``mlflow.modelId`` (and
 ``mlflow.sourceRun``) into the MLflow trace's metadata: MLflow's OTLP ingestion has no path for
@@ -56,6 +67,7 @@ TRACE_SOURCE_RUN = "mlflow.sourceRun"  # TraceMetadataKey.SOURCE_RUN
 _SOURCE_TAGS = (TAG_MLFLOW_USER, TAG_MLFLOW_SOURCE_NAME, TAG_MLFLOW_SOURCE_TYPE,
                 TAG_MLFLOW_GIT_COMMIT)
 _MAX_NAME_CHARS = 200
+_MAX_SAME_VERSION = 50  # models of one version looked at (more would mean something else broke)
 
 
 def new_lock_after_fork(owner: Any) -> None:
@@ -113,14 +125,31 @@ class ChainModels:
         return found
 
     def _find(self, experiment_id: str, version: str) -> str | None:
+        """The version's first model by (creation time, model id), or None."""
         quoted = version.replace("'", "\\'")
         models = self._client().search_logged_models(
             experiment_ids=[experiment_id],
             filter_string=f"tags.`{TAG_CHAIN_VERSION}` = '{quoted}'",
             order_by=[{"field_name": "creation_time", "ascending": True}],
-            max_results=1,
+            max_results=_MAX_SAME_VERSION,
         )
-        return str(models[0].model_id) if models else None
+        if not models:
+            return None
+        return str(min(models, key=lambda m: (int(m.creation_timestamp or 0),
+                                              str(m.model_id))).model_id)
+
+    def _settle(self, experiment_id: str, version: str, created: str) -> str:
+        """The rule of the module docstring, right after ``created`` is finalized."""
+        first = self._find(experiment_id, version) or created
+        if first != created:
+            try:
+                self._client().delete_logged_model(created)
+            except Exception as exc:  # noqa: BLE001 - an unused duplicate is only clutter
+                _logger.debug("otel_mlflow: duplicate LoggedModel %s not deleted: %s",
+                              created, exc)
+            _logger.debug("otel_mlflow: chain version %s: LoggedModel %s (not %s, created "
+                          "concurrently)", version, first, created)
+        return first
 
     def _create(self, experiment_id: str, chain: Mapping[str, Any]) -> str:
         from mlflow.entities import LoggedModelStatus
@@ -136,7 +165,7 @@ class ChainModels:
         client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         _logger.debug("otel_mlflow: LoggedModel %s for chain version %s", model.model_id,
                       chain["version"])
-        return str(model.model_id)
+        return self._settle(experiment_id, str(chain["version"]), str(model.model_id))
 
 
 def set_trace_model(client: Any, experiment_id: str, record: TraceRecord, run_id: str,

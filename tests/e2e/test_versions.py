@@ -236,3 +236,37 @@ def test_real_vertex_client_versions_by_temperature(
     assert {t.info.trace_metadata["mlflow.trace.session"] for t in traces} == {"th-1"}
     assert {t.info.trace_metadata["mlflow.modelId"] for t in traces} == {
         m.model_id for m in models.values()}
+
+
+def test_concurrent_writers_settle_on_one_logged_model(mlflow_server: Any) -> None:
+    """Eight writers (each its own MlflowClient and cache) meet one new version at once: they all
+    end on the same LoggedModel and only that one is left (before the settle rule: eight)."""
+    import threading
+
+    from otel_mlflow._sink.models import ChainModels
+
+    client = MlflowClient(mlflow_server.url)
+    exp_id = client.create_experiment(f"race-{uuid.uuid4().hex[:8]}")
+    for _ in range(3):
+        version = uuid.uuid4().hex[:12]
+        chain = {"version": version, "name": "RaceChain", "params": {"model": "m"}}
+        writers = [ChainModels(lambda c=MlflowClient(mlflow_server.url): c) for _ in range(8)]
+        barrier = threading.Barrier(len(writers))
+        ids: list[str | None] = []
+
+        def write(models: ChainModels) -> None:
+            barrier.wait(30)
+            ids.append(models.model_id(exp_id, chain))
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in writers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        live = client.search_logged_models(
+            [exp_id], filter_string=f"tags.`{R.TAG_CHAIN_VERSION}` = '{version}'")
+        assert len(ids) == len(writers)
+        assert len(set(ids)) == 1, ids
+        assert [m.model_id for m in live] == [ids[0]]
+        # A writer that comes later (another process, a restart) finds the same one.
+        assert ChainModels(lambda: client).model_id(exp_id, chain) == ids[0]
