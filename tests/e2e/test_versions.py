@@ -270,3 +270,39 @@ def test_concurrent_writers_settle_on_one_logged_model(mlflow_server: Any) -> No
         assert [m.model_id for m in live] == [ids[0]]
         # A writer that comes later (another process, a restart) finds the same one.
         assert ChainModels(lambda: client).model_id(exp_id, chain) == ids[0]
+
+
+def test_concurrent_exporters_tag_every_run_with_the_one_logged_model(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    """Four exporters (own writers, clients, caches) trace one new chain version at once: one
+    LoggedModel is left and every run's ``otel_mlflow.model_id`` and trace's modelId is it."""
+    import threading
+
+    experiment = f"race-runs-{uuid.uuid4().hex[:8]}"
+    pipes = [Pipeline(mlflow_server.url, tmp_path / str(i), experiment) for i in range(4)]
+    system = f"Race {uuid.uuid4().hex}"  # a version no writer has seen
+    barrier = threading.Barrier(len(pipes))
+
+    def invoke(pipe: Pipeline) -> None:
+        barrier.wait(30)
+        make_chain(system, 0.3).invoke({"question": "q"}, config={"callbacks": [pipe.tracer]})
+        pipe.drain()
+
+    threads = [threading.Thread(target=invoke, args=(p,)) for p in pipes]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+        runs = pipes[0].runs()
+        assert len(runs) == len(pipes)
+        exp_id = pipes[0].experiment_id
+        live = [m.model_id for m in pipes[0].client.search_logged_models([exp_id])]
+        assert len(live) == 1, live
+        assert {r.data.tags[R.TAG_MODEL_ID] for r in runs} == set(live)
+        traces = pipes[0].client.search_traces(locations=[exp_id])
+        assert {t.info.request_metadata["mlflow.modelId"] for t in traces} == set(live)
+    finally:
+        for pipe in pipes:
+            pipe.provider.shutdown()
