@@ -7,6 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests._support.mlflow_server import MlflowServer
 from tests._support.postgres import PostgresServer
@@ -25,6 +28,16 @@ for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "OTEL_EXPORTER_OTL
 # Offline: MLflow prices token usage from a model catalog it first tries to download (retries,
 # seconds each); an empty URI makes it use the catalog bundled with MLflow. Servers inherit it.
 os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
+
+
+@pytest.fixture
+def memory() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """A real SDK pipeline whose finished spans stay in memory: ``(provider, exporter)``."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from mlflow.tracking import MlflowClient
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_mlflow._record as R
@@ -43,15 +42,6 @@ _COUNTS = {
     "llm_notes": "Array.from(document.querySelectorAll('.bar-note')).map(e => e.textContent)",
 }
 _READY = "document.body && document.body.getAttribute('data-ready') === '1'"
-
-
-@pytest.fixture
-def memory() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def _traces(provider: TracerProvider, exporter: InMemorySpanExporter,

@@ -13,7 +13,6 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import genai_prices
@@ -21,7 +20,6 @@ import pytest
 from langchain_core.prompts import ChatPromptTemplate
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_mlflow._record as R
@@ -41,15 +39,6 @@ from otel_mlflow.testing.gemini_emulator import GeminiEmulator, Usage
 MODEL = "gemini-2.0-flash"  # the emulator's default model
 # Gemini's split: 25 thinking tokens outside the 3 candidate tokens, 4 of 12 prompt tokens cached.
 THINKING_USAGE = Usage(prompt=12, candidates=3, total=40, cached=4, thoughts=25)
-
-
-@pytest.fixture
-def memory() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def _reference(usage: Usage, model: str = MODEL) -> genai_prices.types.PriceCalculation:

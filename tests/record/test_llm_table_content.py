@@ -7,26 +7,15 @@ Thought summaries read in the ``reasoning`` column and never in ``output``; medi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_mlflow._record as R
 from otel_mlflow._common import semconv as A
 from otel_mlflow._record.llm_table import messages_text, reasoning_text, table_row
-
-
-@pytest.fixture
-def memory() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def _span(provider: TracerProvider, attrs: dict[str, Any],

@@ -8,7 +8,6 @@ the browser check (rendering, console, bar count) is ``tests/e2e/test_span_tree_
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
 
@@ -18,8 +17,6 @@ from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
 import otel_mlflow._record as R
@@ -29,15 +26,6 @@ from otel_mlflow._tracing.handler import OtelTracer
 
 EVIL = '</script><script>alert("x")</script><b onmouseover=alert(1)>'
 GOOGLE_KEY = "AIzaSyC4mP9xQ2vL8nR5tW1yB6kJ3hF0dG7sE2a"
-
-
-@pytest.fixture
-def memory() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def waterfall_trace(provider: TracerProvider, *, root_name: str = "invoke_workflow qa") -> None:
