@@ -10,23 +10,17 @@ that process is dead. The registry of live tokens is per process and fork-safe.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import uuid
+
+from otel_mlflow._common.forksafe import new_lock_after_fork
 
 CLAIM_MARK = ".claim-"
 
 _live_tokens: set[str] = set()
 _live_lock = threading.Lock()
-
-
-def _reinit_module_in_child() -> None:
-    # A parent thread may have held the lock at fork time; the child starts with a free one.
-    global _live_lock
-    _live_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_module_in_child)
+new_lock_after_fork(sys.modules[__name__], "_live_lock")
 
 
 def new_claim_suffix() -> tuple[str, str]:

@@ -13,7 +13,7 @@ This module imports neither the exporter nor ``_setup``: both register here (no 
 
 from __future__ import annotations
 
-import os
+import sys
 import threading
 import time
 import weakref
@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from otel_mlflow._common import faults as _faults
+from otel_mlflow._common.forksafe import new_lock_after_fork
 
 
 class Drainable(Protocol):
@@ -32,15 +33,7 @@ class Drainable(Protocol):
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _configured: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
-
-
-def _reinit_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_in_child)
+new_lock_after_fork(sys.modules[__name__])
 
 
 def register(exporter: Drainable) -> None:

@@ -42,12 +42,12 @@ per writer process. A replay in another process records that process's source.
 from __future__ import annotations
 
 import logging
-import os
+import sys
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from otel_mlflow._common.forksafe import new_lock_after_fork
 from otel_mlflow._record.model import TraceRecord
 from otel_mlflow._record.schema import (
     STATUS_ERROR,
@@ -68,24 +68,6 @@ _SOURCE_TAGS = (TAG_MLFLOW_USER, TAG_MLFLOW_SOURCE_NAME, TAG_MLFLOW_SOURCE_TYPE,
                 TAG_MLFLOW_GIT_COMMIT)
 _MAX_NAME_CHARS = 200
 _MAX_SAME_VERSION = 50  # models of one version looked at (more would mean something else broke)
-
-
-def new_lock_after_fork(owner: Any) -> None:
-    """Give ``owner`` a fresh ``_lock`` in a forked child (held weakly).
-
-    These locks are held across MLflow requests on a worker thread; a fork at that moment would
-    leave the child's copy locked for good (only the forking thread survives a fork).
-    """
-    if not hasattr(os, "register_at_fork"):
-        return
-    ref = weakref.ref(owner)
-
-    def _after_in_child() -> None:
-        alive = ref()
-        if alive is not None:
-            alive._lock = threading.Lock()  # noqa: SLF001
-
-    os.register_at_fork(after_in_child=_after_in_child)
 
 
 def model_name(chain: Mapping[str, Any]) -> str:
@@ -190,15 +172,7 @@ def set_trace_model(client: Any, experiment_id: str, record: TraceRecord, run_id
 
 _source: dict[str, str] | None = None
 _source_lock = threading.Lock()
-
-
-def _new_source_lock() -> None:
-    global _source_lock
-    _source_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_source_lock)
+new_lock_after_fork(sys.modules[__name__], "_source_lock")
 
 
 def source_tags() -> dict[str, str]:

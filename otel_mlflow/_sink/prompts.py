@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from otel_mlflow._record.model import TraceRecord
-from otel_mlflow._sink.models import new_lock_after_fork
+from otel_mlflow._common.forksafe import new_lock_after_fork
 
 PROMPT_HASH_TAG = "otel_mlflow.prompt.hash"
 LINKED_PROMPTS = "mlflow.linkedPrompts"  # mlflow.tracing.constant.TraceTagKey.LINKED_PROMPTS
