@@ -30,6 +30,15 @@ from otel_mlflow._tracing import gemini_mapping as G
 from otel_mlflow._tracing.content.messages import generation_finish_reason
 
 
+# Numeric request params copied as they are: (invocation param, span attribute).
+_NUMERIC_PARAMS = (
+    ("top_p", A.GEN_AI_REQUEST_TOP_P),
+    ("top_k", A.GEN_AI_REQUEST_TOP_K),
+    ("seed", A.GEN_AI_REQUEST_SEED),
+    ("frequency_penalty", A.GEN_AI_REQUEST_FREQUENCY_PENALTY),
+    ("presence_penalty", A.GEN_AI_REQUEST_PRESENCE_PENALTY),
+)
+
 def provider_name(metadata: Mapping[str, Any] | None,
                   serialized: Mapping[str, Any] | None = None) -> str | None:
     """``gen_ai.provider.name`` from ``ls_provider`` (``google_genai``: by backend)."""
@@ -82,21 +91,10 @@ def request_attributes(
     if max_tokens is not None:
         attrs[A.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
     if params:
-        value = _number(params.get("top_p"))
-        if value is not None:
-            attrs[A.GEN_AI_REQUEST_TOP_P] = value
-        value = _number(params.get("top_k"))
-        if value is not None:
-            attrs[A.GEN_AI_REQUEST_TOP_K] = value
-        value = _number(params.get("seed"))
-        if value is not None:
-            attrs[A.GEN_AI_REQUEST_SEED] = value
-        value = _number(params.get("frequency_penalty"))
-        if value is not None:
-            attrs[A.GEN_AI_REQUEST_FREQUENCY_PENALTY] = value
-        value = _number(params.get("presence_penalty"))
-        if value is not None:
-            attrs[A.GEN_AI_REQUEST_PRESENCE_PENALTY] = value
+        for key, attr in _NUMERIC_PARAMS:
+            value = _number(params.get(key))
+            if value is not None:
+                attrs[attr] = value
         _choices_and_thinking(params, attrs)
     stop = meta.get("ls_stop") or params.get("stop") or params.get("stop_sequences")
     if stop:
